@@ -1,0 +1,87 @@
+"""`python -m samplerlab <command>`: the pack's main job outside ComfyUI."""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..samplers import REGISTRY as SAMPLERS
+from ..schedulers import REGISTRY as SCHEDULERS
+from . import images, problems, report
+from .runner import registry_contenders, run_grid, schedule_range
+
+
+def cmd_list(args):
+    print("samplers (KSampler names sl_<name>):")
+    for name, s in sorted(SAMPLERS.items()):
+        calls = "adaptive" if s.nfe_per_step is None else f"{s.nfe_per_step} call/step"
+        kind = "stochastic" if s.stochastic else "deterministic"
+        print(f"  {name:<14} order {s.order}  {calls:<12} {kind:<13} {s.summary}")
+        for p, spec in s.params.items():
+            print(f"      {p} = {spec.default!r}  [{spec.min}, {spec.max}]  {spec.tooltip}")
+    print("schedulers (KSampler names sl_<name>):")
+    for name, s in sorted(SCHEDULERS.items()):
+        print(f"  {name:<14} {s.summary}")
+    print("problems: " + ", ".join(sorted(problems.PROBLEMS)))
+
+
+def field_grid(contenders, nfes, schedule, seeds):
+    """Samples of the image-like field: one row per sampler, one column per NFE, then the exact solution."""
+    field = problems.make("field")
+    sigma_min, sigma_max = schedule_range(field, "ve")
+    x_T, _ = field.draw(seeds, "ve", sigma_max)
+    exact = field.exact(x_T, sigma_max)
+    model = field.model("ve")
+    rows = []
+    for c in contenders:
+        row = []
+        for nfe in nfes:
+            sigmas = SCHEDULERS[schedule].fn(max(1, nfe // c.nfe_per_step), sigma_min, sigma_max).float()
+            row.append(images.to_image(c.fn(model, x_T.float(), sigmas, disable=True, **(c.options or {}))[0]))
+        rows.append(row + [images.to_image(exact[0])])
+    return images.grid(rows, [c.label for c in contenders], [f"NFE {n}" for n in nfes] + ["exact"])
+
+
+def cmd_demo(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    contenders = registry_contenders(args.samplers)
+    spaces = ("ve", "flow")
+    total = len(args.problems) * len(spaces) * len(contenders) * len(args.schedules) * len(args.nfe)
+    t0 = time.perf_counter()
+    records = []
+    with tqdm(total=total, desc="samplerlab demo", disable=args.quiet) as bar:
+        for name in args.problems:
+            for space in spaces:
+                records += run_grid(problems.make(name), contenders, args.schedules, args.nfe,
+                                    range(args.seeds), space, torch.float32, bar)
+    (out / "report.md").write_text(report.markdown(records))
+    report.write_json(records, out / "report.json", command="demo", seeds=args.seeds)
+    report.plot(records, out / "error_vs_nfe.png")
+    field_grid(contenders, args.nfe, args.schedules[0], [0]).save(out / "field_grid.png")
+    print(report.markdown(records))
+    print(f"wrote {out}/report.md, report.json, error_vs_nfe.png, field_grid.png in {time.perf_counter() - t0:.1f} s")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m samplerlab", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the sampler and scheduler registries").set_defaults(fn=cmd_list)
+    demo = sub.add_parser("demo", help="every sampler on the built-in problems; writes a report folder")
+    demo.add_argument("--out", default="samplerlab-report", help="report folder (default: %(default)s)")
+    demo.add_argument("--problems", nargs="+", default=["gaussian", "mixture", "field"], choices=sorted(problems.PROBLEMS))
+    demo.add_argument("--samplers", nargs="+", default=None, choices=sorted(SAMPLERS), help="default: all registered")
+    demo.add_argument("--schedules", nargs="+", default=["karras", "exponential"], choices=sorted(SCHEDULERS))
+    demo.add_argument("--nfe", nargs="+", type=int, default=[4, 6, 8, 12, 16, 24, 32])
+    demo.add_argument("--seeds", type=int, default=8)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(fn=cmd_demo)
+    args = ap.parse_args(argv)
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

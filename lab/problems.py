@@ -1,0 +1,246 @@
+"""Reference problems with exact denoisers D(x; alpha, sigma) = E[x0 | alpha x0 + sigma n = x] (SCIENCE.md §6).
+
+Every problem is usable in both parametrisations (VE: alpha = 1, sigma = s; flow: alpha = 1 - s,
+sigma = s) as a k-diffusion-style denoiser `model(x, sigma_batch, **extra_args)`, and knows the exact
+probability-flow ODE solution (in closed form, or from a fine float64 reference solve).
+"""
+import math
+
+import torch
+
+from ..samplers.space import resolve
+from ..samplers.stepping import ddim
+
+F64 = torch.float64
+
+
+def _levels(space, s, batch):
+    """alpha and sigma of host levels s (float or [B] tensor) as float64 [B] tensors."""
+    s = torch.as_tensor(s, dtype=F64).reshape(-1).expand(batch)
+    return (1 - s if space.flow else torch.ones_like(s)), s
+
+
+def _bcast(v, x):
+    return v.reshape(-1, *[1] * (x.ndim - 1))
+
+
+class Problem:
+    """A data distribution with an exact denoiser. Subclasses define `shape`, `denoise`, `sample_data`."""
+
+    name = ""
+    shape: tuple = ()
+    classes = 0
+    sigma_min, sigma_max = 0.002, 80.0
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        """E[x0 | x] for x = alpha x0 + sigma n; x float64 [B, *shape], alpha and sigma [B]."""
+        raise NotImplementedError
+
+    def sample_data(self, generator, label=None):
+        """One draw x0 of the data (of class `label` if given), float64 of `shape`."""
+        raise NotImplementedError
+
+    def model(self, space="ve", labels=None):
+        """A k-diffusion-style denoiser model(x, sigma, **extra_args) -> x0 prediction, in x's dtype."""
+        space = resolve(space)
+
+        def model(x, sigma, **extra_args):
+            alpha, sig = _levels(space, sigma.detach().to("cpu", F64), x.shape[0])
+            d = self.denoise(x.detach().to("cpu", F64), alpha, sig, labels)
+            return d.to(x.device, x.dtype)
+
+        return model
+
+    def draw(self, seeds, space="ve", s_T=None):
+        """Start states x_T = alpha x0 + sigma n at host level s_T, one per seed (its own generator),
+        and the class labels (None for unconditional problems): sample k depends on seeds[k] alone."""
+        space = resolve(space)
+        s_T = (space.max_level() if space.flow else self.sigma_max) if s_T is None else s_T
+        xs, labels = [], []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(int(seed))
+            label = int(torch.randint(self.classes, (1,), generator=g)) if self.classes else None
+            x0 = self.sample_data(g, label)
+            n = torch.randn(self.shape, generator=g, dtype=F64)
+            xs.append(space.alpha(s_T) * x0 + space.sigma(s_T) * n)
+            labels.append(label)
+        return torch.stack(xs), (torch.tensor(labels) if self.classes else None)
+
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
+        """The probability-flow ODE solution from x_T at host level s_T to level s_end (float64)."""
+        return reference_solve(self, x_T, s_T, s_end, space, labels)
+
+    def v_network(self, sigma_data=1.0):
+        """The exact v-prediction network in k-diffusion's convention, so that
+        `k_diffusion.external.VDenoiser(problem.v_network())` is this problem's exact VE denoiser."""
+        problem = self
+
+        class VNetwork(torch.nn.Module):
+            def forward(self, x_in, t, **extra_args):
+                sigma = torch.tan(t.to(F64) * math.pi / 2)
+                root = (sigma ** 2 + sigma_data ** 2).sqrt()
+                x = x_in.to(F64) * _bcast(root, x_in)
+                d = problem.model("ve", extra_args.get("labels"))(x, sigma)
+                c_skip, c_out = sigma_data ** 2 / root ** 2, -sigma * sigma_data / root
+                return ((d - _bcast(c_skip, x) * x) / _bcast(c_out, x)).to(x_in.dtype)
+
+        return VNetwork()
+
+
+class Gaussian(Problem):
+    """N(mu, diag lam): D = mu + alpha lam / (alpha^2 lam + sigma^2) (x - alpha mu); ODE solved in closed form."""
+
+    name = "gaussian"
+
+    def __init__(self, shape=(4, 8, 8), lam_min=0.01, lam_max=4.0, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.shape = tuple(shape)
+        n = math.prod(self.shape)
+        self.lam = torch.logspace(math.log10(lam_min), math.log10(lam_max), n, dtype=F64)[torch.randperm(n, generator=g)].reshape(self.shape)
+        self.mu = 0.5 * torch.randn(self.shape, generator=g, dtype=F64)
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        a, s = _bcast(alpha, x), _bcast(sigma, x)
+        return self.mu + a * self.lam / (a ** 2 * self.lam + s ** 2) * (x - a * self.mu)
+
+    def sample_data(self, generator, label=None):
+        return self.mu + self.lam.sqrt() * torch.randn(self.shape, generator=generator, dtype=F64)
+
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
+        """x(s) = alpha mu + (x_T - alpha_T mu) sqrt(alpha^2 lam + sigma^2) / sqrt(alpha_T^2 lam + sigma_T^2) (SCIENCE.md §6)."""
+        space = resolve(space)
+        x_T = x_T.to(F64)
+        aT, sT, a, s = space.alpha(s_T), space.sigma(s_T), space.alpha(s_end), space.sigma(s_end)
+        scale = ((a ** 2 * self.lam + s ** 2) / (aT ** 2 * self.lam + sT ** 2)).sqrt()
+        return a * self.mu + (x_T - aT * self.mu) * scale
+
+
+class GaussianField(Problem):
+    """An image-like stationary Gaussian field (C, H, W) with a 1/(f^2 + f0^2) spectrum per channel, channels
+    mixed by an orthogonal colour matrix; diagonal in the (ortho) FFT basis, so D and the ODE are exact."""
+
+    name = "field"
+
+    def __init__(self, shape=(3, 32, 32), f0=1 / 32, channel_std=(0.45, 0.2, 0.12), seed=0):
+        self.shape = tuple(shape)
+        c, h, w = self.shape
+        fy, fx = torch.fft.fftfreq(h, dtype=F64), torch.fft.fftfreq(w, dtype=F64)
+        spec = 1.0 / (fy[:, None] ** 2 + fx[None, :] ** 2 + f0 ** 2)
+        spec = spec / spec.mean()
+        self.p = torch.stack([spec * sd ** 2 for sd in channel_std[:c]])
+        g = torch.Generator().manual_seed(seed)
+        self.Q = torch.linalg.qr(torch.randn(c, c, generator=g, dtype=F64) + 2 * torch.eye(c, dtype=F64))[0]
+        self.mu = (self.Q @ torch.tensor([0.1, -0.05, 0.05][:c], dtype=F64))[:, None, None].expand(self.shape)
+
+    def _filter(self, x, gain):
+        """Q . ifft(gain * fft(Q^T x)), gain per channel and frequency (and batch)."""
+        z = torch.einsum("dc,bdhw->bchw", self.Q, x)
+        z = torch.fft.ifft2(torch.fft.fft2(z, norm="ortho") * gain, norm="ortho").real
+        return torch.einsum("cd,bdhw->bchw", self.Q, z)
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        a, s = _bcast(alpha, x), _bcast(sigma, x)
+        return self.mu + self._filter(x - a * self.mu, a * self.p / (a ** 2 * self.p + s ** 2))
+
+    def sample_data(self, generator, label=None):
+        w = torch.randn(self.shape, generator=generator, dtype=F64)[None]
+        return self.mu + self._filter(w, self.p.sqrt())[0]
+
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
+        """Per Fourier mode, as for the Gaussian: gain sqrt(alpha^2 p + sigma^2) / sqrt(alpha_T^2 p + sigma_T^2)."""
+        space = resolve(space)
+        aT, sT, a, s = space.alpha(s_T), space.sigma(s_T), space.alpha(s_end), space.sigma(s_end)
+        gain = ((a ** 2 * self.p + s ** 2) / (aT ** 2 * self.p + sT ** 2)).sqrt()
+        return a * self.mu + self._filter(x_T.to(F64) - aT * self.mu, gain)
+
+
+class Mixture(Problem):
+    """A mixture of diagonal Gaussians, sum_k pi_k N(mu_k, diag lam_k); class c owns components k with
+    owner[k] == c, so the class-conditional denoiser is exact and so is classifier-free guidance:
+    D = sum_k w_k(x) [mu_k + alpha lam_k / (alpha^2 lam_k + sigma^2)(x - alpha mu_k)],
+    w_k ∝ pi_k N(x; alpha mu_k, alpha^2 lam_k + sigma^2) over the allowed components."""
+
+    name = "mixture"
+
+    def __init__(self, dim=8, components=8, classes=4, spread=1.5, lam_range=(0.01, 0.1), conditional=False, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.shape = (dim,)
+        self.mu = spread * torch.randn(components, dim, generator=g, dtype=F64)
+        lo, hi = lam_range
+        self.lam = lo * (hi / lo) ** torch.rand(components, dim, generator=g, dtype=F64)
+        self.logpi = torch.log_softmax(0.5 * torch.randn(components, generator=g, dtype=F64), 0)
+        self.owner = torch.arange(components) % classes
+        self.n_classes = classes
+        self.classes = classes if conditional else 0
+        if conditional:
+            self.name = "mixture_cond"
+
+    def posterior(self, x, alpha, sigma, labels=None):
+        """Component responsibilities w [B, K] and per-component means m [B, K, dim]."""
+        a, s = alpha[:, None, None], sigma[:, None, None]
+        var = a ** 2 * self.lam + s ** 2
+        diff = x[:, None, :] - a * self.mu
+        logw = self.logpi - 0.5 * (var.log() + diff ** 2 / var).sum(-1)
+        if labels is not None:
+            allowed = self.owner[None, :] == labels.reshape(-1, 1)
+            logw = logw.masked_fill(~allowed, -math.inf)
+        m = self.mu + a * self.lam / var * diff
+        return torch.softmax(logw, -1), m
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        w, m = self.posterior(x, alpha, sigma, labels)
+        return torch.einsum("bk,bkd->bd", w, m)
+
+    def class_posterior(self, x0):
+        """p(class | x0) for clean samples x0 [B, dim]: [B, classes]."""
+        w, _ = self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
+        return torch.zeros(len(x0), self.n_classes, dtype=F64).index_add_(1, self.owner, w)
+
+    def sample_data(self, generator, label=None):
+        logits = self.logpi if label is None else self.logpi.masked_fill(self.owner != label, -math.inf)
+        k = int(torch.multinomial(logits.softmax(0), 1, generator=generator))
+        return self.mu[k] + self.lam[k].sqrt() * torch.randn(self.shape, generator=generator, dtype=F64)
+
+
+def reference_solve(problem, x_T, s_T, s_end, space="ve", labels=None, steps=4000, sigma_floor=1e-5):
+    """The ODE solution by classical RK4 in lambda on the VE view, dy/dlambda = D(y; e^-lambda) - y,
+    float64, `steps` uniform steps; a flow start at s = 1 first takes a DDIM step to 1 - 1e-7 (error
+    O(1e-14)); s_end = 0 is reached as the limit sigma_floor (error O(sigma_floor^2))."""
+    space = resolve(space)
+    x = x_T.to(F64)
+    b = x.shape[0]
+    ones = torch.ones(b, dtype=F64)
+
+    def d_ve(y, lam):
+        return problem.denoise(y, ones, ones * math.exp(-lam), labels)
+
+    if space.alpha(s_T) == 0:
+        d = problem.denoise(x, ones * 0.0, ones, labels)
+        s_T, x = 1 - 1e-7, ddim(space, x, d, 1.0, 1 - 1e-7)
+    y = x / space.alpha(s_T)
+    lam0 = space.lam(s_T)
+    lam1 = -math.log(sigma_floor) if s_end == 0 else space.lam(s_end)
+    h = (lam1 - lam0) / steps
+    for k in range(steps):
+        lam = lam0 + k * h
+        k1 = d_ve(y, lam) - y
+        k2 = d_ve(y + h / 2 * k1, lam + h / 2) - (y + h / 2 * k1)
+        k3 = d_ve(y + h / 2 * k2, lam + h / 2) - (y + h / 2 * k2)
+        k4 = d_ve(y + h * k3, lam + h) - (y + h * k3)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return y * space.alpha(s_end)
+
+
+PROBLEMS = {
+    "gaussian": Gaussian,
+    "mixture": Mixture,
+    "mixture_cond": lambda: Mixture(conditional=True),
+    "field": GaussianField,
+}
+
+
+def make(name: str) -> Problem:
+    """A built-in problem by name."""
+    if name not in PROBLEMS:
+        raise ValueError(f"problem must be one of {sorted(PROBLEMS)}, got {name!r}")
+    return PROBLEMS[name]()

@@ -1,0 +1,53 @@
+"""The scheduler registry: one `register` declaration per schedule."""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import torch
+
+from ..samplers.registry import Param, check_params
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    name: str
+    fn: Callable
+    params: Mapping[str, Param] = field(default_factory=dict)
+    summary: str = ""
+
+
+REGISTRY: dict = {}
+
+
+def check_range(n, sigma_min, sigma_max):
+    """A ValueError naming the argument unless 1 <= n and 0 < sigma_min < sigma_max, all finite."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"steps (n) must be an integer >= 1, got {n!r}")
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min must be < sigma_max, got {sigma_min} >= {sigma_max}")
+
+
+def register(name: str, *, params: Optional[Mapping[str, Param]] = None):
+    """Decorator for fn(n, sigma_min, sigma_max, **params) -> n descending levels (float64 tensor).
+
+    The registered function checks its arguments and appends the final 0, returning n + 1 levels.
+    """
+    params = dict(params or {})
+
+    def wrap(fn):
+        def checked(n, sigma_min, sigma_max, **options):
+            check_range(n, sigma_min, sigma_max)
+            levels = fn(n, float(sigma_min), float(sigma_max), **check_params(name, params, options))
+            return torch.cat([levels.to(torch.float64), levels.new_zeros(1, dtype=torch.float64)])
+
+        checked.__doc__, checked.__name__ = fn.__doc__, fn.__name__
+        if name in REGISTRY:
+            raise ValueError(f"scheduler {name!r} is registered twice")
+        summary = (fn.__doc__ or "").strip().splitlines()[0]
+        REGISTRY[name] = SchedulerSpec(name, checked, params, summary)
+        return checked
+
+    return wrap

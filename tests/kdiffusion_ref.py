@@ -1,0 +1,45 @@
+"""k-diffusion's reference samplers and model wrappers, loaded without its heavy package __init__.
+
+`import k_diffusion` imports every submodule (CLIP, clean-fid, torchvision, ...). The tests need only
+`sampling.py` and `external.py`: they are loaded from the installed package as submodules of an empty
+package object. `utils.py` (which they import) needs torchvision only for image conversion helpers the
+tests never call; where torchvision cannot be imported (CPU-only machines get a CUDA wheel or none),
+an empty `torchvision.transforms.functional` stands in while `utils.py` loads, and is removed again.
+"""
+import importlib
+import importlib.util
+import sys
+import types
+
+
+def _load():
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None:
+        return None
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion"]
+    pkg = types.ModuleType("k_diffusion")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["k_diffusion"] = pkg
+    stand_in = {}
+    try:
+        importlib.import_module("torchvision.transforms.functional")
+    except Exception:
+        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+            stand_in[name] = sys.modules.pop(name, None)
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+        sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
+    try:
+        for sub in ("utils", "sampling", "external"):
+            setattr(pkg, sub, importlib.import_module(f"k_diffusion.{sub}"))
+    finally:
+        for name, old in stand_in.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+    return pkg
+
+
+K = _load()
