@@ -1,10 +1,12 @@
-"""k-diffusion's reference samplers and model wrappers, loaded without its heavy package __init__.
+"""k-diffusion's reference samplers and model wrappers (the lab's baselines), loaded without its package __init__.
 
-`import k_diffusion` imports every submodule (CLIP, clean-fid, torchvision, ...). The tests need only
+Never imported inside ComfyUI. `import k_diffusion` imports every submodule (CLIP, clean-fid,
+torchvision, ...) and its dependency tree pins numpy<2; the lab needs only
 `sampling.py` and `external.py`: they are loaded from the installed package as submodules of an empty
 package object. `utils.py` (which they import) needs torchvision only for image conversion helpers the
-tests never call; where torchvision cannot be imported (CPU-only machines get a CUDA wheel or none),
+lab never calls; where torchvision cannot be imported (CPU-only machines get a CUDA wheel or none),
 an empty `torchvision.transforms.functional` stands in while `utils.py` loads, and is removed again.
+Install: `pip install --no-deps k-diffusion==0.1.1.post1` beside the `test` extra (scipy, torchsde, torchdiffeq).
 """
 import importlib
 import importlib.util
@@ -12,7 +14,8 @@ import sys
 import types
 
 
-def _load():
+def load():
+    """The k_diffusion package object with `utils`, `sampling` and `external` loaded, or None if not installed."""
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None:
         return None
@@ -41,5 +44,3 @@ def _load():
                 sys.modules[name] = old
     return pkg
 
-
-K = _load()
