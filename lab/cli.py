@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
-from . import images, problems, report
+from . import docs, images, problems, report
 from .runner import registry_contenders, run_grid, schedule_range
 
 
@@ -25,6 +25,11 @@ def cmd_list(args):
     for name, s in sorted(SCHEDULERS.items()):
         print(f"  {name:<14} {s.summary}")
     print("problems: " + ", ".join(sorted(problems.PROBLEMS)))
+
+
+def cmd_docs(args):
+    path = Path(args.readme)
+    print(f"{path}: {'updated' if docs.update_readme(path) else 'already up to date'}")
 
 
 def field_grid(contenders, nfes, schedule, seeds):
@@ -69,6 +74,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m samplerlab", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the sampler and scheduler registries").set_defaults(fn=cmd_list)
+    readme = sub.add_parser("docs", help="regenerate the README's sampler and scheduler tables from the registries")
+    readme.add_argument("--readme", default=str(Path(__file__).resolve().parents[1] / "README.md"))
+    readme.set_defaults(fn=cmd_docs)
     demo = sub.add_parser("demo", help="every sampler on the built-in problems; writes a report folder")
     demo.add_argument("--out", default="samplerlab-report", help="report folder (default: %(default)s)")
     demo.add_argument("--problems", nargs="+", default=["gaussian", "mixture", "field"], choices=sorted(problems.PROBLEMS))

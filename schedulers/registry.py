@@ -51,3 +51,12 @@ def register(name: str, *, params: Optional[Mapping[str, Param]] = None):
         return checked
 
     return wrap
+
+
+def for_denoise(schedule, steps, denoise):
+    """The tail of a longer schedule for partial denoising, as ComfyUI's BasicScheduler does: with
+    denoise < 1, schedule(int(steps / denoise)) and keep its last steps + 1 levels. denoise in (0, 1]."""
+    if not 0 < denoise <= 1:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise!r}")
+    total = steps if denoise >= 1 else int(steps / denoise)
+    return schedule(total)[-(steps + 1):]

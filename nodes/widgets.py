@@ -1,0 +1,25 @@
+"""V3 inputs for registry parameters."""
+import math
+
+from comfy_api.latest import io
+
+
+def param_input(name, p):
+    """The V3 widget for a `Param`: Combo for choices, Boolean, Int or Float with its range and tooltip."""
+    if p.choices is not None:
+        return io.Combo.Input(name, options=list(p.choices), default=p.default, tooltip=p.tooltip)
+    if isinstance(p.default, bool):
+        return io.Boolean.Input(name, default=p.default, tooltip=p.tooltip)
+    if not math.isfinite(p.default):
+        raise ValueError(f"parameter {name}: a widget default must be finite, got {p.default}")
+    bounds = {k: v for k, v in (("min", p.min), ("max", p.max)) if v is not None and math.isfinite(v)}
+    if isinstance(p.default, int):
+        return io.Int.Input(name, default=p.default, step=int(p.step or 1), tooltip=p.tooltip, **bounds)
+    return io.Float.Input(name, default=p.default, step=p.step or 0.01, round=False, tooltip=p.tooltip, **bounds)
+
+
+def schema(**fields):
+    """io.Schema(**fields), leaving out fields this ComfyUI's Schema does not have yet (search_aliases
+    arrived after 0.8.0), so one pack serves old and new hosts."""
+    known = getattr(io.Schema, "__dataclass_fields__", fields)
+    return io.Schema(**{k: v for k, v in fields.items() if k in known})
