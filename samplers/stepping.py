@@ -50,13 +50,14 @@ class Stepper:
         self.lam = [self.space.lam(v) for v in self.s]
         self.sigmas, self.model, self.callback, self.disable = sigmas, model, callback, disable
         self.extra_args = {} if extra_args is None else extra_args
-        self.ones = x.new_ones([x.shape[0]])
+        self.ones = x.new_ones([x.shape[0]], dtype=torch.promote_types(x.dtype, torch.float32))
 
     def __iter__(self):
         return iter(trange(len(self.s) - 1, disable=self.disable))
 
     def denoise(self, x, s: float):
-        """The model's x0 prediction D(x; s), queried with a [B] tensor of levels."""
+        """The model's x0 prediction D(x; s), queried with a [B] tensor of levels (at least float32, so
+        half-precision latents do not round the level)."""
         return self.model(x, self.ones * s, **self.extra_args)
 
     def report(self, i: int, x, denoised):
