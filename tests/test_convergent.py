@@ -1,0 +1,88 @@
+"""The convergent solvers: quadrature weights, orders of every option, adaptive convergence, bad parameters, bench."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from samplerlab.lab import bench, problems
+from samplerlab.lab.runner import CountingModel, rms_error
+from samplerlab.samplers import REGISTRY
+from samplerlab.samplers.multistep import angle, weights
+from samplerlab.schedulers import REGISTRY as SCHEDULERS
+
+P = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
+X = P.draw(range(2), "ve", 10.0)[0]
+
+
+def slope(name, **options):
+    errs = []
+    for n in (24, 64):
+        sigmas = SCHEDULERS["exponential"].fn(n, 0.05, 10.0)[:-1]
+        out = REGISTRY[name].fn(P.model(), X, sigmas, disable=True, **options)
+        errs.append(float(rms_error(out, P.exact(X, 10.0, 0.05)).mean()))
+    return -math.log(errs[1] / errs[0]) / math.log(64 / 24)
+
+
+@pytest.mark.parametrize("lam_s, lam_t", [(-1.0, 0.5), (0.3, 4.0), (-math.inf, -1.0)])
+def test_weights_integrate_polynomials_in_theta_exactly(lam_s, lam_t):
+    nodes = [lam_s if math.isfinite(lam_s) else -3.0, lam_s - 0.7, lam_t] if math.isfinite(lam_s) else [-2.0, -3.0, lam_t]
+    for deg in range(3):
+        w = weights(nodes, lam_s, lam_t)
+        got = sum(wk * angle(lk) ** deg for wk, lk in zip(w, nodes))
+        tau = np.linspace(max(lam_s, lam_t - 40), lam_t, 200001)
+        f = np.exp(tau - lam_t)
+        exact = np.trapezoid(f * angle(tau) ** deg, tau) / np.trapezoid(f, tau)
+        assert abs(got - exact) < 1e-6
+
+
+@pytest.mark.parametrize("name, options, order", [
+    ("exp_multistep", {"order": 1}, 1), ("exp_multistep", {"order": 2}, 2), ("exp_multistep", {"order": 3}, 3),
+    ("exp_multistep", {"order": 4}, 4), ("exp_pc", {"order": 1}, 2), ("exp_pc", {"order": 2}, 3), ("exp_pc", {"order": 3}, 4),
+    ("exp_pc", {"order": 2, "corrector": False}, 2)])
+def test_every_option_has_its_order(name, options, order):
+    assert abs(slope(name, **options) - order) <= 0.15
+
+
+def test_kdiffusion_3m_measures_order_two(K):
+    errs = []
+    for n in (24, 64):
+        sigmas = SCHEDULERS["exponential"].fn(n, 0.05, 10.0)[:-1]
+        out = K.sampling.sample_dpmpp_3m_sde(P.model(), X, sigmas, disable=True, eta=0.0)
+        errs.append(float(rms_error(out, P.exact(X, 10.0, 0.05)).mean()))
+    assert abs(-math.log(errs[1] / errs[0]) / math.log(64 / 24) - 2) < 0.3
+
+
+def test_adaptive_converges_as_tolerance_shrinks():
+    sigmas = torch.tensor([80.0, 0.002, 0.0], dtype=torch.float64)
+    x = P.draw(range(2), "ve", 80.0)[0]
+    errs, calls = [], []
+    for rtol in (1e-2, 1e-4, 1e-6):
+        counted = CountingModel(P.model())
+        out = REGISTRY["exp_adaptive"].fn(counted, x, sigmas, disable=True, rtol=rtol, atol=rtol / 10, budget=10000)
+        errs.append(float(rms_error(out, P.exact(x, 80.0)).mean()))
+        calls.append(counted.calls)
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-4 and calls[0] < calls[1] < calls[2]
+
+
+def test_adaptive_keeps_its_budget():
+    counted = CountingModel(P.model())
+    REGISTRY["exp_adaptive"].fn(counted, X, torch.tensor([10.0, 0.05, 0.0], dtype=torch.float64), disable=True,
+                                rtol=1e-8, atol=1e-10, budget=7)
+    assert counted.calls <= 7
+
+
+@pytest.mark.parametrize("name, bad", [("exp_multistep", {"order": 5}), ("exp_pc", {"order": 0}),
+                                       ("exp_adaptive", {"rtol": 0.0}), ("exp_adaptive", {"atol": -1.0}),
+                                       ("exp_adaptive", {"budget": 0})])
+def test_bad_parameters_are_named(name, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        REGISTRY[name].fn(P.model(), X, SCHEDULERS["karras"].fn(4, 0.05, 10.0), disable=True, **bad)
+
+
+def test_bench_tiny_grid():
+    records = bench.race(problems.Gaussian(shape=(4,)), "flow", ["karras"], [4, 6], range(2))
+    heun = [r for r in records if r.sampler == "k:heun"]
+    assert heun and all(r.nfe <= r.budget for r in records)
+    assert {r.sampler for r in records} >= {"exp_pc-2", "exp_multistep-3"}
+    assert "| gaussian | flow | karras | 6 |" in bench.summary(records, nfes=(6,))
