@@ -8,7 +8,6 @@ uni_pc with ComfyUI's discarded penultimate level. dpm_adaptive stops at sigma_m
 finishes it at 0. ComfyUI's samplers are imported by name from the COMFYUI_PATH checkout, only here and
 only when that is set (the one place in lab/ that touches comfy, as the issue asks).
 """
-import functools
 import importlib
 import os
 import sys
@@ -26,13 +25,6 @@ from .runner import CountingModel, Record, mean_ci, rms_error, schedule_range
 OURS = [("exp_multistep-3", "exp_multistep", {"order": 3}), ("exp_multistep-4", "exp_multistep", {"order": 4}),
         ("exp_pc-2", "exp_pc", {"order": 2}), ("exp_pc-3", "exp_pc", {"order": 3})]
 TOLERANCES = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-
-
-@functools.lru_cache(None)
-def _kdiffusion():
-    """k-diffusion's package object (kdiffusion.load fails once it is already in sys.modules)."""
-    k = sys.modules.get("k_diffusion")
-    return k if hasattr(k, "sampling") else kdiffusion.load()
 
 
 def _host(fn, **options):
@@ -56,7 +48,7 @@ def contenders(comfy_path=None):
            for label, name, opts in OURS]
     out.append(("exp_adaptive", lambda m, x, s, space="ve", rtol=0.01, budget=1000: REGISTRY["exp_adaptive"].fn(
         m, x, s, disable=True, space=space, rtol=rtol, atol=rtol / 5, budget=budget), 1, TOLERANCES, False))
-    K = _kdiffusion()
+    K = kdiffusion.load()
     if K is not None:
         ks = K.sampling
         out += [("k:euler", _host(ks.sample_euler), 1, None, False), ("k:heun", _host(ks.sample_heun), 2, None, False),
@@ -120,7 +112,7 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None):
 
 def overhead(steps=20, shape=(4, 4, 128, 128), repeats=3):
     """Seconds per step of each solver on a cheap denoiser (D = x / 2) over k-diffusion's dpmpp_2m (median of runs)."""
-    K = _kdiffusion()
+    K = kdiffusion.load()
     x = torch.randn(shape)
     sigmas = SCHEDULERS["karras"].fn(steps, 0.002, 80.0).float()
     model = lambda x, s, **kw: x * 0.5  # noqa: E731

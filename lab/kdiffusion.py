@@ -16,11 +16,11 @@ import types
 
 def load():
     """The k_diffusion package object with `utils`, `sampling` and `external` loaded, or None if not installed."""
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion"]
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None:
         return None
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion"]
     pkg = types.ModuleType("k_diffusion")
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["k_diffusion"] = pkg
