@@ -4,10 +4,10 @@ Each module listed in NODE_MODULES exposes `NODES`, a list of V3 node classes.
 """
 from comfy_api.latest import ComfyExtension
 
-from . import compare, generated
+from . import compare, generated, guidance
 from .registration import register_lists
 
-NODE_MODULES = (generated, compare)
+NODE_MODULES = (generated, compare, guidance)
 
 
 class SamplerlabExtension(ComfyExtension):

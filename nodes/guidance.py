@@ -1,0 +1,288 @@
+"""Guidance pulses in ComfyUI: a MODEL patch for the plain KSampler, a GUIDER for SamplerCustomAdvanced, and a
+node that measures the critical level sigma_c of a model. The logic is samplers/guidance.py and critical.py.
+
+Per-run state (the detector, counts) lives in the run's own model_options["transformer_options"] (CFGGuider
+clones it for every run), never in the node or a global.
+"""
+import logging
+
+import comfy.sample
+import comfy.samplers
+import torch
+from comfy_api.latest import io
+
+from ..samplers.critical import estimate_sigma_c
+from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, percent_at_sigma, sigma_at_percent
+from ..samplers.space import resolve
+from .host import space_of
+from .widgets import schema
+
+CATEGORY = "sampling/samplerlab/guidance"
+LOG = logging.getLogger("samplerlab")
+
+
+def schedule_inputs():
+    """The widgets every pulse node shares (the peak is the KSampler's cfg or the guider's own)."""
+    return [
+        io.Combo.Input("shape", options=list(SHAPES) + ["interval"], default="gaussian",
+                       tooltip="gaussian / cosine / box: a pulse around the centre in log sigma; interval: guidance "
+                               "only between start_percent and end_percent (the guidance interval)."),
+        io.Combo.Input("center", options=["auto", "percent"], default="auto",
+                       tooltip="auto: measure the critical level sigma_c of this model and prompt during sampling "
+                               "(power iteration on the unconditional prediction; reported in the log); "
+                               "percent: centre at center_percent of the schedule."),
+        io.Float.Input("center_percent", default=0.5, min=0.0, max=1.0, step=0.01, round=False,
+                       tooltip="Pulse centre as a fraction of the model's schedule (0 = start, 1 = end); used when center = percent."),
+        io.Float.Input("width", default=0.5, min=0.01, max=10.0, step=0.05, round=False,
+                       tooltip="Pulse width in nats of sigma (log sigma; same meaning on every model): gaussian std, "
+                               "cosine and box half-width."),
+        io.Float.Input("base", default=1.0, min=0.0, max=100.0, step=0.1, round=False,
+                       tooltip="Guidance weight outside the pulse; 1 = no guidance there (the negative is then not evaluated)."),
+        io.Float.Input("start_percent", default=0.2, min=0.0, max=1.0, step=0.01, round=False,
+                       tooltip="interval shape: guidance starts at this fraction of the schedule."),
+        io.Float.Input("end_percent", default=0.6, min=0.0, max=1.0, step=0.01, round=False,
+                       tooltip="interval shape: guidance ends at this fraction of the schedule."),
+        io.Int.Input("probes", default=4, min=1, max=16,
+                     tooltip="auto: how many of the first steps are probed (one extra model call each)."),
+    ]
+
+
+def build_schedule(model, peak, shape, center, center_percent, width, base, start_percent, end_percent):
+    """A Pulse or Interval in VE levels from model-independent settings, through the model's percent_to_sigma."""
+    ms = model.get_model_object("model_sampling")
+    space = space_of(model)
+    if shape == "interval":
+        if not end_percent > start_percent:
+            raise ValueError(f"end_percent must be > start_percent = {start_percent}, got {end_percent}")
+        hi = sigma_at_percent("start_percent", start_percent, ms.percent_to_sigma, space)
+        lo = sigma_at_percent("end_percent", end_percent, ms.percent_to_sigma, space)
+        return Interval(peak, base, lo, hi)
+    if center not in ("auto", "percent"):
+        raise ValueError(f"center must be 'auto' or 'percent', got {center!r}")
+    sigma_c = None
+    if center == "percent":
+        if not 0.0 < center_percent < 1.0:
+            raise ValueError(f"center_percent must be in (0, 1) (0 and 1 are the schedule's ends), got {center_percent!r}")
+        sigma_c = sigma_at_percent("center_percent", center_percent, ms.percent_to_sigma, space)
+    return Pulse(shape, peak, base, width, sigma_c)
+
+
+def describe(run, model) -> str:
+    """The run's report plus sigma_c as a host level and as a percent of the model's schedule."""
+    line = "samplerlab pulse: " + run.report()
+    if run.sigma_c is not None:
+        ms, space = model.get_model_object("model_sampling"), resolve(space_of(model))
+        host = space.from_ve(float(torch.as_tensor(run.sigma_c).median()))
+        line += f"; sigma_c = {host:.4g} as a host level, at {100 * percent_at_sigma(host, ms.percent_to_sigma):.1f}% of the schedule"
+    return line
+
+
+class PulseState:
+    """One run of a pulse patch or guider: the GuidedRun, whether the last query skipped D_u, whether it was logged."""
+
+    def __init__(self, schedule, space, probes):
+        self.run = GuidedRun(schedule, space, probes)
+        self.skipped, self.logged = False, False
+
+
+def run_state(model_options, key, make):
+    options = model_options.setdefault("transformer_options", {})
+    if key not in options:
+        options[key] = make()
+    return options[key]
+
+
+def query(state, calc, x, sigma, cond, uncond, peak=None):
+    """D_c and D_u (None where the schedule does not need it) at host level sigma, with the probe call when the
+    detector asks for one; calc(conds, x) evaluates a list of conds like comfy.samplers.calc_cond_batch."""
+    run, s = state.run, float(sigma.reshape(-1)[0])
+    need = uncond is not None and run.needs_uncond(s, x.shape[0], peak)
+    d_c, d_u = calc([cond, uncond if need else None], x)[:2]
+    d_u = d_u if need else None  # calc_cond_batch gives zeros, not None, for a None cond
+    point = run.probe_point(x, s, d_c, d_u) if need else None
+    d_probe = None if point is None else calc([uncond], point)[0]
+    run.observe(x, s, d_c, d_u, d_probe)
+    state.skipped = d_u is None
+    return d_c, d_u
+
+
+def log_once(state, model):
+    if not state.logged and state.run.probe is not None and state.run.probe.finished:
+        state.logged = True
+        LOG.info(describe(state.run, model))
+
+
+def pulse_patch(model, schedule, probes):
+    """model.clone() whose CFG weight follows `schedule` with peak = the sampler's cfg, chaining the calc-batch
+    and cfg functions already installed; the cfg = 1 shortcut is turned off so the pulse can switch the
+    negative on and off itself."""
+    m = model.clone()
+    prev_calc = m.model_options.get("sampler_calc_cond_batch_function")
+    prev_cfg = m.model_options.get("sampler_cfg_function")
+    key, space = f"samplerlab_pulse_{id(m)}", space_of(model)
+
+    def calc_batch(args):
+        mo, timestep = args["model_options"], args["sigma"]
+        state = run_state(mo, key, lambda: PulseState(schedule, space, probes))
+
+        def calc(conds, x):
+            if prev_calc is not None:
+                return prev_calc({**args, "conds": conds, "input": x})
+            return comfy.samplers.calc_cond_batch(args["model"], conds, x, timestep, mo)
+
+        cond, uncond = args["conds"][0], args["conds"][1]
+        d_c, d_u = query(state, calc, args["input"], timestep, cond, uncond)
+        log_once(state, model)
+        return [d_c, d_c if d_u is None else d_u]
+
+    def cfg(args):
+        x, mo = args["input"], args["model_options"]
+        state = run_state(mo, key, lambda: PulseState(schedule, space, probes))
+        d_c, d_u = args["cond_denoised"], args["uncond_denoised"]
+        if state.skipped:
+            return x - d_c
+        w = state.run.weights(float(args["sigma"].reshape(-1)[0]), x.shape[0], args["cond_scale"])
+        if prev_cfg is None:
+            return x - combine(d_c, d_u, w)
+        scale = float(w[0]) if bool((w == w[0]).all()) else w.to(x).reshape(-1, *[1] * (x.ndim - 1))
+        return prev_cfg({**args, "cond_scale": scale})
+
+    m.set_model_sampler_calc_cond_batch_function(calc_batch)
+    m.set_model_sampler_cfg_function(cfg, disable_cfg1_optimization=True)
+    return m
+
+
+class PulseGuider(comfy.samplers.CFGGuider):
+    """CFGGuider whose weight follows a schedule with peak = its cfg; `last_run` holds the last run's GuidedRun."""
+
+    def __init__(self, model_patcher, schedule, probes):
+        super().__init__(model_patcher)
+        self.schedule, self.probes, self.last_run = schedule, probes, None
+        self.key = f"samplerlab_guider_{id(self)}"
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        state = run_state(model_options, self.key, lambda: PulseState(self.schedule, space_of(self.model_patcher), self.probes))
+        self.last_run = state.run
+        positive, negative = self.conds.get("positive"), self.conds.get("negative")
+
+        def calc(conds, xx):
+            return comfy.samplers.calc_cond_batch(self.inner_model, conds, xx, timestep, model_options)
+
+        d_c, d_u = query(state, calc, x, timestep, positive, negative, self.cfg)
+        log_once(state, self.model_patcher)
+        if d_u is None:
+            return d_c
+        w = state.run.weights(float(timestep.reshape(-1)[0]), x.shape[0], self.cfg).to(x).reshape(-1, *[1] * (x.ndim - 1))
+        return comfy.samplers.cfg_function(self.inner_model, d_c, d_u, w, x, timestep, model_options=model_options,
+                                           cond=positive, uncond=negative)
+
+    def inner_sample(self, *args, **kwargs):
+        out = super().inner_sample(*args, **kwargs)
+        if self.last_run is not None:
+            LOG.info(describe(self.last_run, self.model_patcher))
+        return out
+
+
+def _schedule_fields(kw):
+    return {k: kw[k] for k in ("shape", "center", "center_percent", "width", "base", "start_percent", "end_percent")}
+
+
+class GuidancePulse(io.ComfyNode):
+    """MODEL patch: the KSampler's cfg becomes the peak of a pulse (or interval) over the noise level."""
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabGuidancePulse",
+            display_name="Guidance pulse (samplerlab)",
+            category=CATEGORY,
+            description="Classifier-free guidance only around the critical noise level, where large-scale structure "
+                        "is decided. The KSampler's cfg is the peak weight; outside the pulse the weight is `base` "
+                        "(1 = off, and the negative is not evaluated there). center = auto measures sigma_c of the "
+                        "model at hand during sampling and logs it. Works with any sampler and on flow models.",
+            search_aliases=["guidance interval", "cfg schedule", "critical time", "pulse"],
+            inputs=[io.Model.Input("model")] + schedule_inputs(),
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, probes=4, **kw) -> io.NodeOutput:
+        schedule = build_schedule(model, 1.0, **_schedule_fields(kw))
+        return io.NodeOutput(pulse_patch(model, schedule, probes))
+
+
+class GuidancePulseGuider(io.ComfyNode):
+    """GUIDER for SamplerCustomAdvanced with a pulse (or interval) of peak cfg."""
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabPulseGuider",
+            display_name="Pulse guider (samplerlab)",
+            category=CATEGORY,
+            description="A CFG guider whose weight is `cfg` inside a pulse around the critical noise level and "
+                        "`base` outside (see Guidance pulse). For SamplerCustomAdvanced.",
+            search_aliases=["guidance interval", "cfg schedule", "critical time"],
+            inputs=[io.Model.Input("model"), io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+                    io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                                   tooltip="Peak guidance weight inside the pulse.")] + schedule_inputs(),
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, probes=4, **kw) -> io.NodeOutput:
+        guider = PulseGuider(model, build_schedule(model, cfg, **_schedule_fields(kw)), probes)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        return io.NodeOutput(guider)
+
+
+class CriticalLevel(io.ComfyNode):
+    """Measures sigma_c of a model and conditioning before sampling; its percent output can centre a pulse."""
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabCriticalLevel",
+            display_name="Critical level sigma_c (samplerlab)",
+            category=CATEGORY,
+            description="Measures the critical noise level sigma_c (top eigenvalue of the denoiser's Jacobian by "
+                        "power iteration, 2 model calls per probe) from noise of this latent's shape and seed, over "
+                        "the top of the model's schedule. Outputs sigma_c as a host level and as a percent of the "
+                        "schedule (wire it into a pulse's center_percent).",
+            search_aliases=["critical time", "speciation", "sigma_c"],
+            inputs=[io.Model.Input("model"),
+                    io.Conditioning.Input("conditioning", tooltip="Usually the negative / empty prompt (the unconditional model)."),
+                    io.Latent.Input("latent_image"),
+                    io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                    io.Int.Input("steps", default=20, min=2, max=1000, tooltip="Schedule whose first levels are probed."),
+                    io.Int.Input("probes", default=4, min=1, max=16)],
+            outputs=[io.Float.Output("sigma_c"), io.Float.Output("percent"), io.String.Output("report")],
+        )
+
+    @classmethod
+    def execute(cls, model, conditioning, latent_image, seed, steps=20, probes=4) -> io.NodeOutput:
+        ms, space = model.get_model_object("model_sampling"), space_of(model)
+        sigmas = comfy.samplers.calculate_sigmas(ms, "karras", steps).cpu()
+        found = {}
+
+        def pilot(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+            found["sigma_c"] = estimate_sigma_c(model_k, x, sigmas, space, probes, extra_args=extra_args)
+            return x
+
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(conditioning, conditioning)
+        guider.set_cfg(1.0)
+        guider.sample(comfy.sample.prepare_noise(latent, seed), latent, comfy.samplers.KSAMPLER(pilot), sigmas,
+                      disable_pbar=True, seed=seed)
+        ve = found["sigma_c"]
+        host = resolve(space).from_ve(float(ve.median()))
+        percent = percent_at_sigma(host, ms.percent_to_sigma)
+        report = (f"sigma_c = {host:.4g} (host level; VE {float(ve.median()):.4g}, samples {float(ve.min()):.4g}.."
+                  f"{float(ve.max()):.4g}) at {100 * percent:.1f}% of the schedule, from {probes} probes")
+        LOG.info("samplerlab critical level: %s", report)
+        return io.NodeOutput(host, percent, report, ui={"text": (report,)})
+
+
+NODES = [GuidancePulse, GuidancePulseGuider, CriticalLevel]

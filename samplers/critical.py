@@ -1,0 +1,147 @@
+"""The critical noise level sigma_c of a model or a data set: where large-scale structure is decided.
+
+Gaussian regime (SCIENCE.md §2, derived): D(x; sigma) = mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu) in the
+VE view, so the denoiser's Jacobian has top eigenvalue g = Lambda / (Lambda + sigma^2), Lambda the top
+covariance eigenvalue; g crosses 1/2 at sigma_c^2 = Lambda, the speciation level (Biroli, Bonnaire,
+de Bortoli, Mezard, arXiv 2402.18491). Three estimates:
+- offline from samples: sigma_c^2 = top eigenvalue of their covariance (`sigma_c_from_data`);
+- online from the denoiser (`JVPProbe`, `estimate_sigma_c`): power iteration on finite-difference
+  Jacobian-vector products, one extra model call per probed level, warm-started across levels;
+  Lambda_hat = sigma^2 g / (1 - g) with g the Rayleigh quotient;
+- zero extra calls (`SpeedTracker`): the speed of the x0 prediction ||D_i - D_{i-1}|| / (|dlambda| sqrt N)
+  peaks at sigma^2 = Lambda in the Gaussian regime (per mode it is Lambda^2 sigma^2 / (Lambda + sigma^2)^2).
+All levels here are VE levels sigma = exp(-lambda); a host level s converts with Space.to_ve.
+"""
+import math
+
+import torch
+
+from .space import resolve
+from .stepping import check_sigmas, ddim
+
+G_CLAMP = 1e-6
+
+
+def _flat(t):
+    """[B, N] float64 view of a batch."""
+    return t.detach().reshape(t.shape[0], -1).to(torch.float64)
+
+
+def sigma_c_from_data(samples) -> float:
+    """sigma_c = sqrt(top eigenvalue of the sample covariance) of n >= 2 samples [n, ...] (data or clean latents),
+    through the top singular value of the centred n x N matrix (cheap when n << N)."""
+    if not isinstance(samples, torch.Tensor) or samples.ndim < 2 or samples.shape[0] < 2:
+        raise ValueError(f"samples must be a tensor [n, ...] with n >= 2, got {getattr(samples, 'shape', type(samples).__name__)}")
+    x = _flat(samples)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("samples must be finite")
+    x = x - x.mean(0)
+    top = float(torch.linalg.svdvals(x)[0])
+    return top / math.sqrt(x.shape[0] - 1)
+
+
+class JVPProbe:
+    """Online power iteration on the VE Jacobian J = dD/dy of a denoiser, one sample at a time ([B] estimates).
+
+    At a probed host level s (alpha > 0): J v = alpha (D(x + delta v) - D(x)) / delta with delta = scale * s * sqrt(N)
+    (a perturbation of `scale` times the noise per element), g = <v, J v>, Lambda_hat = sigma_ve^2 g / (1 - g)
+    (g clamped to [1e-6, 1 - 1e-6]), then v <- J v / ||J v||. A Rayleigh quotient of the symmetric J is a lower
+    bound of its top eigenvalue; g >= 1/2 means the level is already at or past sigma_c, where the sample has left
+    the Gaussian regime, so such a probe only gives the bound Lambda >= sigma^2. The largest Lambda_hat over the
+    probed levels is kept. Each sample's estimate depends on that sample alone.
+    At most `probes` levels are probed.
+    """
+
+    def __init__(self, space="ve", probes=4, scale=0.1):
+        if not (isinstance(probes, int) and probes >= 1):
+            raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 1):
+            raise ValueError(f"probe_scale must be in (0, 1], got {scale!r}")
+        self.space, self.probes, self.scale = resolve(space), probes, float(scale)
+        self.v, self.lam_hat, self.done, self.levels = None, None, 0, []
+
+    def wants(self, s: float) -> bool:
+        """Whether host level s is still to be probed (never at s = 0 nor where alpha = 0)."""
+        return self.done < self.probes and s > 0 and self.space.alpha(s) > 0
+
+    def _delta(self, x, s):
+        return self.scale * s * math.sqrt(x[0].numel())
+
+    def point(self, x, s: float, hint=None):
+        """The perturbed input x + delta v at which the model is queried once more. The first v is `hint` (a
+        direction the top mode is likely in, e.g. D_c - D_u or D_i - D_{i-1}) where it is non-zero, else x."""
+        if self.v is None:
+            v = _flat(x) if hint is None else torch.where(_flat(hint).norm(dim=1, keepdim=True) > 0, _flat(hint), _flat(x))
+            self.v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        return x + (self._delta(x, s) * self.v).reshape(x.shape).to(x.dtype)
+
+    def update(self, x, s: float, d, d_probe):
+        """One power-iteration step from D(x) and D(x + delta v) at host level s; returns Lambda_hat [B]."""
+        jv = (_flat(d_probe) - _flat(d)) * (self.space.alpha(s) / self._delta(x, s))
+        g = (jv * self.v).sum(1).clamp(G_CLAMP, 1 - G_CLAMP)
+        sigma2 = self.space.to_ve(s) ** 2
+        lam_hat = torch.where(g < 0.5, sigma2 * g / (1 - g), torch.full_like(g, sigma2))
+        self.lam_hat = lam_hat if self.lam_hat is None else torch.maximum(self.lam_hat, lam_hat)
+        norm = jv.norm(dim=1, keepdim=True)
+        self.v = torch.where(norm > 0, jv / norm.clamp_min(1e-300), self.v)
+        self.done += 1
+        self.levels.append(s)
+        return self.lam_hat
+
+    @property
+    def sigma_c(self):
+        """Per-sample sigma_c = sqrt(Lambda_hat) (VE units) [B] float64, or None before the first probe."""
+        return None if self.lam_hat is None else self.lam_hat.sqrt()
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.probes
+
+
+class SpeedTracker:
+    """Zero-call detector: per sample, the level of peak x0-prediction speed ||D_i - D_{i-1}|| / (|lambda_i - lambda_{i-1}| sqrt N),
+    located at the VE level exp(-(lambda_i + lambda_{i-1}) / 2) between the two queries."""
+
+    def __init__(self, space="ve"):
+        self.space = resolve(space)
+        self.prev, self.best, self.peak = None, None, None
+
+    def update(self, d, s: float):
+        lam = self.space.lam(s)
+        if self.prev is not None and math.isfinite(lam) and math.isfinite(self.prev[1]) and lam != self.prev[1]:
+            diff = _flat(d) - _flat(self.prev[0])
+            speed = diff.norm(dim=1) / (abs(lam - self.prev[1]) * math.sqrt(diff.shape[1]))
+            level = torch.full_like(speed, math.exp(-(lam + self.prev[1]) / 2))
+            if self.best is None:
+                self.best, self.peak = speed, level
+            else:
+                better = speed > self.best
+                self.best, self.peak = torch.where(better, speed, self.best), torch.where(better, level, self.peak)
+        self.prev = (d, lam)
+
+    @property
+    def sigma_c(self):
+        """Per-sample VE level of the fastest change [B] float64, or None before two queries."""
+        return self.peak
+
+
+def estimate_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_args=None):
+    """Per-sample sigma_c [B] (VE units, float64) of the denoiser `model(x, sigma_batch, **extra_args)` from the
+    noised start x at sigmas[0]: x follows first-order (DDIM) steps and the first `probes` usable levels after the
+    first are probed (2 calls each; the first direction is D_i - D_{i-1}, one power-iteration step on the noise in
+    the Gaussian regime). Reusable by schedules: sigma_c of the model at hand before sampling."""
+    space = resolve(space)
+    s = check_sigmas(sigmas, space)
+    probe = JVPProbe(space, probes, scale)
+    extra_args = {} if extra_args is None else extra_args
+    ones, prev = x.new_ones([x.shape[0]]), None
+    for i in range(len(s) - 1):
+        if probe.finished:
+            break
+        d = model(x, ones * s[i], **extra_args)
+        if probe.wants(s[i]) and prev is not None:
+            probe.update(x, s[i], d, model(probe.point(x, s[i], d - prev), ones * s[i], **extra_args))
+        x, prev = ddim(space, x, d, s[i], s[i + 1]), d
+    if probe.sigma_c is None:
+        raise ValueError(f"sigmas must hold at least one level with 0 < s < {space.max_level()} to probe, got {s}")
+    return probe.sigma_c
