@@ -1,0 +1,86 @@
+"""Poisson flow nodes: the PFGM++ prior as a NOISE for SamplerCustomAdvanced, and noise-level tracking as a
+SAMPLER -> SAMPLER wrapper. (The Poisson-flow SAMPLER node itself is generated from the registry.)
+
+Node ids `SamplerLabPoissonNoise` and `SamplerLabNoiseTracking` are a compatibility promise."""
+import comfy.sample
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..samplers.poisson import PARAMS, kappas
+from ..samplers.tracking import TRACK_PARAMS, with_noise_tracking
+from .generated import CATEGORY
+from .host import space_of
+from .widgets import param_input, schema
+
+
+class PoissonNoiseSource:
+    """ComfyUI's RandomNoise draw (same seed, same Gaussian) times each sample's kappa = sqrt(D / chi2_D)."""
+
+    def __init__(self, seed, D):
+        self.seed, self.D = seed, D
+
+    def generate_noise(self, input_latent):
+        latent = input_latent["samples"]
+        noise = comfy.sample.prepare_noise(latent, self.seed, input_latent.get("batch_index"))
+        kappa = kappas(self.seed, noise.shape[0], self.D)
+        return noise * kappa.reshape(-1, *[1] * (noise.ndim - 1)).to(noise.dtype)
+
+
+class PoissonNoise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabPoissonNoise",
+            display_name="Poisson noise (PFGM++ prior, samplerlab)",
+            category=f"{CATEGORY}/noise",
+            description="Heavy-tailed PFGM++ start noise: Gaussian noise (as RandomNoise) scaled per sample by "
+                        "kappa = sqrt(D / chi2_D), drawn from seed + k. Use with the poisson_flow sampler set to "
+                        "noise = poisson and the same D; with noise = gaussian use RandomNoise instead (same result).",
+            search_aliases=["pfgm", "poisson", "student-t noise"],
+            inputs=[io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                    io.Float.Input("D", default=PARAMS["D"].default, min=1.0, max=1e12, step=1.0, round=False,
+                                   tooltip=PARAMS["D"].tooltip + " (must match the sampler's D)")],
+            outputs=[io.Noise.Output()],
+        )
+
+    @classmethod
+    def execute(cls, noise_seed, D) -> io.NodeOutput:
+        kappas(noise_seed, 1, D)
+        return io.NodeOutput(PoissonNoiseSource(noise_seed, D))
+
+
+def tracked_sampler(sampler, **options):
+    """A KSAMPLER running `sampler`'s function with noise-level tracking; the model's parametrisation
+    (VE or flow) is read when it runs."""
+    inner = getattr(sampler, "sampler_function", None)
+    if inner is None:
+        raise ValueError(f"noise tracking wraps KSAMPLER samplers, got {type(sampler).__name__}")
+    with_noise_tracking(inner, **options)
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **kw):
+        fn = with_noise_tracking(inner, space=space_of(model), **options)
+        return fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **kw)
+
+    return comfy.samplers.KSAMPLER(sample, extra_options=sampler.extra_options, inpaint_options=sampler.inpaint_options)
+
+
+class NoiseTracking(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabNoiseTracking",
+            display_name="Noise-level tracking (samplerlab)",
+            category=f"{CATEGORY}/samplers",
+            description="Wraps any sampler: each model call is made at the sample's estimated actual noise level "
+                        "(exposure bias), or with epsilon scaling. Measured effect: see the README.",
+            search_aliases=["exposure bias", "time shift", "epsilon scaling"],
+            inputs=[io.Sampler.Input("sampler")] + [param_input(k, p) for k, p in TRACK_PARAMS.items()],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, sampler, **options) -> io.NodeOutput:
+        return io.NodeOutput(tracked_sampler(sampler, **options))
+
+
+NODES = [PoissonNoise, NoiseTracking]
