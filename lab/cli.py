@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
-from . import bench, compare_cli, docs, guidance, images, poisson, problems, report
+from . import bench, compare_cli, docs, guidance, images, poisson, problems, report, schedules
 from .runner import registry_contenders, run_grid, schedule_range
 
 
@@ -89,6 +89,7 @@ def main(argv=None):
     bench.add_parser(sub)
     compare_cli.add_parser(sub)
     guidance.add_parser(sub)
+    schedules.add_parser(sub)
     poisson.add_parser(sub)
     args = ap.parse_args(argv)
     args.fn(args)

@@ -86,7 +86,7 @@ def run_grid(problem: Problem, contenders, schedules=("karras",), nfes=(4, 8, 16
         for sched in schedules:
             for nfe in nfes:
                 steps = max(1, nfe // c.nfe_per_step)
-                sigmas = SCHEDULERS[sched].fn(steps, sigma_min, sigma_max).to(dtype)
+                sigmas = SCHEDULERS[sched].fn(steps, sigma_min, sigma_max, space=space).to(dtype)
                 counted = CountingModel(model)
                 t0 = time.perf_counter()
                 x = c.fn(counted, x_T.to(dtype), sigmas, disable=True, space=space, **(c.options or {}))

@@ -47,7 +47,8 @@ def sigma_range(model_sampling):
 def host_schedule(spec, model_sampling, steps, denoise=1.0, **options):
     """The schedule for a model: its own sigma range, `denoise` < 1 as BasicScheduler does, float32 on CPU."""
     sigma_min, sigma_max = sigma_range(model_sampling)
-    return for_denoise(lambda n: spec.fn(n, sigma_min, sigma_max, **options), steps, denoise).float()
+    space = space_of(model_sampling)
+    return for_denoise(lambda n: spec.fn(n, sigma_min, sigma_max, space=space, **options), steps, denoise).float()
 
 
 def scheduler_handler(spec):

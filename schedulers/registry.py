@@ -1,4 +1,5 @@
 """The scheduler registry: one `register` declaration per schedule."""
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
@@ -6,6 +7,7 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from ..samplers.registry import Param, check_params
+from ..samplers.space import resolve
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,25 @@ def check_range(n, sigma_min, sigma_max):
 def register(name: str, *, params: Optional[Mapping[str, Param]] = None):
     """Decorator for fn(n, sigma_min, sigma_max, **params) -> n descending levels (float64 tensor).
 
-    The registered function checks its arguments and appends the final 0, returning n + 1 levels.
+    The registered function checks its arguments and appends the final 0, returning n + 1 levels. It
+    also takes `space` ('ve' or 'flow', the host's parametrisation; flow levels are t <= 1), passed on to
+    a schedule whose fn declares a `space` argument (one that works in normalised time or VE sigma).
     """
     params = dict(params or {})
 
     def wrap(fn):
-        def checked(n, sigma_min, sigma_max, **options):
+        wants_space = "space" in inspect.signature(fn).parameters
+
+        def checked(n, sigma_min, sigma_max, space="ve", **options):
             check_range(n, sigma_min, sigma_max)
-            levels = fn(n, float(sigma_min), float(sigma_max), **check_params(name, params, options))
+            space = resolve(space)
+            if sigma_max > space.max_level() * (1 + 1e-6):
+                raise ValueError(f"sigma_max of a {space.name} model must be <= {space.max_level()}, got {sigma_max}")
+            sigma_max = min(sigma_max, space.max_level())  # a float32 flow top of 1 + 1 ulp is 1
+            options = check_params(name, params, options)
+            if wants_space:
+                options["space"] = space
+            levels = fn(n, float(sigma_min), float(sigma_max), **options)
             return torch.cat([levels.to(torch.float64), levels.new_zeros(1, dtype=torch.float64)])
 
         checked.__doc__, checked.__name__ = fn.__doc__, fn.__name__
