@@ -110,44 +110,108 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None):
     return records
 
 
-def overhead(steps=20, shape=(4, 4, 128, 128), repeats=3):
-    """Seconds per step of each solver on a cheap denoiser (D = x / 2) over k-diffusion's dpmpp_2m (median of runs)."""
+def overhead(steps=20, shape=(4, 4, 128, 128), rounds=40):
+    """Per-step seconds of each solver on a cheap denoiser (D = 0.9 x) and the ratio to k-diffusion's dpmpp_2m.
+
+    One warm-up run each, then `rounds` rounds that time every solver once (order rotated per round).
+    Returns {label: (fastest seconds per step, ratio of the fastest runs, median over rounds of the ratio to
+    dpmpp_2m's time in the same round)}: the fastest run is the least disturbed by other processes, and the
+    paired median cancels load that drifts between rounds.
+    """
     K = kdiffusion.load()
-    x = torch.randn(shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     sigmas = SCHEDULERS["karras"].fn(steps, 0.002, 80.0).float()
-    model = lambda x, s, **kw: x * 0.5  # noqa: E731
+    model = lambda x, s, **kw: x * 0.9  # noqa: E731
     fns = {"k:dpmpp_2m": lambda: K.sampling.sample_dpmpp_2m(model, x, sigmas, disable=True)}
     for label, name, opts in OURS:
         fns[label] = (lambda n, o: lambda: REGISTRY[n].fn(model, x, sigmas, disable=True, **o))(name, opts)
-    times = {}
-    for label, f in fns.items():
-        f()
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+    labels = list(fns)
+    times = {k: [] for k in labels}
+    with torch.no_grad():
+        for f in fns.values():
             f()
-            runs.append((time.perf_counter() - t0) / steps)
-        times[label] = sorted(runs)[len(runs) // 2]
+        for r in range(rounds):
+            for k in labels[r % len(labels):] + labels[:r % len(labels)]:
+                t0 = time.perf_counter()
+                fns[k]()
+                times[k].append((time.perf_counter() - t0) / steps)
     base = times["k:dpmpp_2m"]
-    return {k: (v, v / base) for k, v in times.items()}
+    return {k: (min(v), min(v) / min(base), sorted(a / b for a, b in zip(v, base))[len(v) // 2]) for k, v in times.items()}
 
 
-def summary(records, nfes=(5, 6, 8, 10)):
-    """Per (problem, space, schedule, NFE): the best samplerlab error, the best baseline's, and their ratio."""
-    rows = {}
+def _side(label):
+    return "base" if label.startswith(("k:", "c:")) else "ours"
+
+
+def best(records):
+    """{(problem, space, schedule, NFE budget, "ours" | "base"): the record with the least error on that side}."""
+    top = {}
     for r in records:
-        if r.budget in nfes:
-            key = (r.problem, r.space, r.schedule, r.budget)
-            side = "ours" if not r.sampler.startswith(("k:", "c:")) else "base"
-            best = rows.setdefault(key, {})
-            if side not in best or r.error < best[side][1]:
-                best[side] = (r.sampler, r.error)
-    lines = ["| problem | space | schedule | NFE | best samplerlab | error | best baseline | error | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (p, sp, sch, nfe), b in sorted(rows.items()):
-        o, base = b["ours"], b["base"]
-        lines.append(f"| {p} | {sp} | {sch} | {nfe} | {o[0]} | {o[1]:.2e} | {base[0]} | {base[1]:.2e} | {o[1] / base[1]:.2f} |")
+        key = (r.problem, r.space, r.schedule, r.budget, _side(r.sampler))
+        if key not in top or r.error < top[key].error:
+            top[key] = r
+    return top
+
+
+def summary(records, nfes=(5, 6, 8, 10), target=0.5):
+    """Markdown: per (problem, space, schedule, NFE) the best samplerlab error, the best baseline's, their ratio
+    and whether ratio <= target; then, at the smallest budget, each samplerlab solver's error over k:euler's."""
+    top = best(records)
+    lines = ["| problem | space | schedule | NFE | best samplerlab | error | best baseline | error | ratio | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    met = total = 0
+    for (p, sp, sch, nfe, side), o in sorted(top.items()):
+        if side != "ours" or nfe not in nfes or (p, sp, sch, nfe, "base") not in top:
+            continue
+        b = top[(p, sp, sch, nfe, "base")]
+        ratio = o.error / b.error
+        met, total = met + (ratio <= target), total + 1
+        lines.append(f"| {p} | {sp} | {sch} | {nfe} | {o.sampler} | {o.error:.2e} | {b.sampler} | {b.error:.2e} "
+                     f"| {ratio:.2f} | {'yes' if ratio <= target else 'no'} |")
+    lines += ["", f"Target (ratio <= {target}) met in {met} of {total} cells."]
+    low = min(r.budget for r in records)
+    euler = {(r.problem, r.space, r.schedule): r.error for r in records if r.sampler == "k:euler" and r.budget == low}
+    if euler:
+        lines += ["", f"NFE {low}: error over k:euler's (blow-up check; < 1 everywhere = no blow-up)", "",
+                  "| solver | worst ratio | cells below Euler |", "|---|---|---|"]
+        for label in sorted({r.sampler for r in records if _side(r.sampler) == "ours"}):
+            ratios = [r.error / euler[(r.problem, r.space, r.schedule)] for r in records
+                      if r.sampler == label and r.budget == low and (r.problem, r.space, r.schedule) in euler]
+            if ratios:
+                lines.append(f"| {label} | {max(ratios):.2f} | {sum(x < 1 for x in ratios)} of {len(ratios)} |")
     return "\n".join(lines)
+
+
+def plot_ratio(records, path, target=0.5):
+    """A small PNG: best samplerlab error over best baseline error vs NFE, one line per (problem, schedule),
+    one panel per space, with the target and parity lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = best(records)
+    spaces = sorted({k[1] for k in top})
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.6 * len(spaces), 3.4), squeeze=False, sharey=True)
+    for ax, space in zip(axes.flat, spaces):
+        for p, sch in sorted({(k[0], k[2]) for k in top if k[1] == space}):
+            pts = sorted((k[3], r.error / top[k[:4] + ("base",)].error) for k, r in top.items()
+                         if k[4] == "ours" and (k[0], k[1], k[2]) == (p, space, sch) and k[:4] + ("base",) in top)
+            ax.semilogy(*zip(*pts), marker="o", ms=3, ls="-" if sch == "karras" else "--", label=f"{p} {sch}")
+        ax.axhline(target, color="k", lw=0.8)
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set_title(f"{space}: best samplerlab / best baseline", fontsize=9)
+        ax.set_xlabel("model calls (NFE)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes.flat[0].set_ylabel("error ratio (target <= 0.5)")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+QUICK = {"problems": ["field", "gaussian", "mixture"], "spaces": ["ve", "flow"],
+         "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 8}
 
 
 def add_parser(sub):
@@ -157,8 +221,10 @@ def add_parser(sub):
     p.add_argument("--problems", nargs="+", default=sorted(problems.PROBLEMS), choices=sorted(problems.PROBLEMS))
     p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
     p.add_argument("--schedules", nargs="+", default=["karras", "exponential"], choices=sorted(SCHEDULERS))
-    p.add_argument("--nfe", nargs="+", type=int, default=[4, 5, 6, 8, 10, 16, 32])
+    p.add_argument("--nfe", nargs="+", type=int, default=[4, 5, 6, 8, 10, 16])
     p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--quick", action="store_true",
+                   help="the README grid: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (overrides those options)")
     p.add_argument("--overhead", action="store_true", help="only time the per-step overhead against dpmpp_2m")
     p.set_defaults(fn=cmd_bench)
 
@@ -168,9 +234,13 @@ def cmd_bench(args):
 
     from . import report
     if args.overhead:
-        for k, (sec, ratio) in overhead().items():
-            print(f"{k:<18} {sec * 1e3:7.2f} ms/step  {ratio:.2f}x dpmpp_2m")
+        print("| solver | ms/step (fastest) | / dpmpp_2m (fastest) | / dpmpp_2m (median of paired rounds) |\n|---|---|---|---|")
+        for k, (sec, fast, paired) in overhead().items():
+            print(f"| {k} | {sec * 1e3:.3f} | {fast:.2f}x | {paired:.2f}x |")
         return
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     comfy = os.environ.get("COMFYUI_PATH")
@@ -178,9 +248,11 @@ def cmd_bench(args):
     for name in args.problems:
         for space in args.spaces:
             records += race(problems.make(name), space, args.schedules, args.nfe, range(args.seeds), comfy)
-    text = report.markdown(records) + "\n## Best samplerlab vs best baseline\n\n" + summary(records) + "\n"
-    (out / "bench.md").write_text(text)
+    table = summary(records)
+    (out / "bench.md").write_text(report.markdown(records) + "\n## Best samplerlab vs best baseline\n\n" + table + "\n")
+    (out / "summary.md").write_text(table + "\n")
     report.write_json(records, out / "bench.json", command="bench", seeds=args.seeds, comfyui=bool(comfy))
+    plot_ratio(records, out / "ratio_vs_nfe.png")
     report.plot(records, out / "error_vs_nfe.png")
-    print(text)
-    print(f"wrote {out}/bench.md, bench.json, error_vs_nfe.png")
+    print(table)
+    print(f"wrote {out}/bench.md, summary.md, bench.json, ratio_vs_nfe.png, error_vs_nfe.png")

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .multistep import combine, push
+from .multistep import advance, push
 from .registry import Param, register
 from .stepping import Stepper, ddim
 
@@ -88,10 +88,8 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
         x_p, x_c = x.clone(), x.clone()
         for j in range(b):
             if target[j] != cur[j]:
-                h = target[j] - cur[j]
                 s, t = level[j], sp.from_ve(math.exp(-target[j]))
-                d_p = combine(history[j], cur[j], target[j])
-                x_p[j] = ddim(sp, x[j], d_p, s, t)
+                x_p[j] = advance(sp, x[j], history[j], cur[j], target[j], s, t)
         d = query(x_p, [sp.from_ve(math.exp(-t)) if t != c else lv for t, c, lv in zip(target, cur, level)])
         calls += 1
         for j in range(b):
@@ -99,8 +97,7 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
                 continue
             h = target[j] - cur[j]
             s, t = level[j], sp.from_ve(math.exp(-target[j]))
-            d_c = combine(history[j] + [(target[j], d[j])], cur[j], target[j])
-            x_c[j] = ddim(sp, x[j], d_c, s, t)
+            x_c[j] = advance(sp, x[j], history[j] + [(target[j], d[j])], cur[j], target[j], s, t)
             err = max(_norm(x_c[j], x_p[j], sp.alpha(t), rtol, atol), 1e-10)
             accept = err <= 1 or forced[j]
             if math.isinf(h):

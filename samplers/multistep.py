@@ -50,12 +50,16 @@ def weights(nodes, lam_s: float, lam_t: float) -> list:
     return (out / out.sum()).tolist()
 
 
-def combine(history, lam_s: float, lam_t: float):
-    """The effective x0 prediction D~ from history [(lambda_k, D_k), ...] for the step lam_s -> lam_t."""
+def advance(space, x, history, lam_s: float, lam_t: float, s: float, t: float):
+    """DDIM from host level s to t with the effective x0 prediction D~ = sum_k w_k D_k of history
+    [(lambda_k, D_k), ...], fused so that each tensor is read once and no D~ is materialised:
+    x' = (sigma_t/sigma_s) x + (alpha_t - alpha_s sigma_t/sigma_s) sum_k w_k D_k (= stepping.ddim(x, D~, s, t))."""
     w = weights([lk for lk, _ in history], lam_s, lam_t)
-    out = history[0][1] * w[0]
-    for wk, (_, dk) in zip(w[1:], history[1:]):
-        out.add_(dk, alpha=wk)
+    ratio = space.sigma(t) / space.sigma(s)
+    c = space.alpha(t) - space.alpha(s) * ratio
+    out = x.mul(ratio)
+    for wk, (_, dk) in zip(w, history):
+        out.add_(dk, alpha=c * wk)
     return out
 
 
@@ -74,12 +78,12 @@ def solve(run, x, order: int, correct: str):
     for i in run:
         d = run.denoise(x, run.s[i])
         if prev is not None and (correct == "all" or (correct == "warmup" and len(history) < order)):
-            x = run.ddim(prev, combine(history + [(run.lam[i], d)], run.lam[i - 1], run.lam[i]), i - 1)
+            x = advance(run.space, prev, history + [(run.lam[i], d)], run.lam[i - 1], run.lam[i], run.s[i - 1], run.s[i])
         run.report(i, x, d)
         history = push(history, run.lam[i], d, order)
         last = math.isinf(run.lam[i + 1])
         prev = None if last else x
-        x = run.ddim(x, d if last else combine(history, run.lam[i], run.lam[i + 1]), i)
+        x = run.ddim(x, d, i) if last else advance(run.space, x, history, run.lam[i], run.lam[i + 1], run.s[i], run.s[i + 1])
     return x
 
 

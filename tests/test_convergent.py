@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from samplerlab.lab import bench, problems
-from samplerlab.lab.runner import CountingModel, rms_error
+from samplerlab.lab.runner import CountingModel, Record, rms_error
 from samplerlab.samplers import REGISTRY
-from samplerlab.samplers.multistep import angle, weights
+from samplerlab.samplers.multistep import advance, angle, weights
+from samplerlab.samplers.space import resolve
+from samplerlab.samplers.stepping import ddim
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
 
 P = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
@@ -86,3 +88,29 @@ def test_bench_tiny_grid():
     assert heun and all(r.nfe <= r.budget for r in records)
     assert {r.sampler for r in records} >= {"exp_pc-2", "exp_multistep-3"}
     assert "| gaussian | flow | karras | 6 |" in bench.summary(records, nfes=(6,))
+
+
+@pytest.mark.parametrize("space, s, t", [("ve", 3.0, 0.7), ("flow", 0.8, 0.3), ("flow", 1.0, 0.5)])
+def test_fused_step_is_ddim_with_the_combined_prediction(space, s, t):
+    sp = resolve(space)
+    g = torch.Generator().manual_seed(0)
+    x, *ds = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    lam_s, lam_t = sp.lam(s), sp.lam(t)
+    history = list(zip([lam_s - 1.0, lam_s - 0.4, lam_s] if math.isfinite(lam_s) else [-4.0, -3.0, lam_s], ds))
+    w = weights([lk for lk, _ in history], lam_s, lam_t)
+    expected = ddim(sp, x, sum(wk * dk for wk, (_, dk) in zip(w, history)), s, t)
+    assert torch.allclose(advance(sp, x, history, lam_s, lam_t, s, t), expected, atol=1e-12)
+
+
+def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
+    def rec(sampler, nfe, error, sched="karras"):
+        return Record("gaussian", "ve", sampler, sched, nfe, nfe, nfe, error, 0.0, 0.0)
+    records = [rec("exp_pc-2", 5, 1.0), rec("k:dpmpp_2m", 5, 3.0), rec("k:euler", 5, 4.0),
+               rec("exp_pc-2", 6, 2.0), rec("k:dpmpp_2m", 6, 3.0), rec("k:euler", 6, 2.5),
+               rec("exp_pc-2", 4, 5.0), rec("k:euler", 4, 4.0)]
+    text = bench.summary(records)
+    assert "| gaussian | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes |" in text
+    assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no |" in text
+    assert "met in 1 of 2 cells" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
+    bench.plot_ratio(records, tmp_path / "r.png")
+    assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
