@@ -9,6 +9,7 @@ finishes it at 0. ComfyUI's samplers are imported by name from the COMFYUI_PATH 
 only when that is set (the one place in lab/ that touches comfy, as the issue asks).
 """
 import importlib
+import math
 import os
 import sys
 import time
@@ -169,6 +170,18 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5):
         lines.append(f"| {p} | {sp} | {sch} | {nfe} | {o.sampler} | {o.error:.2e} | {b.sampler} | {b.error:.2e} "
                      f"| {ratio:.2f} | {'yes' if ratio <= target else 'no'} |")
     lines += ["", f"Target (ratio <= {target}) met in {met} of {total} cells."]
+    lines += ["", "Each solver over the cells: geometric mean and worst of its error over the best baseline's, cells with "
+              f"ratio <= {target}, cells where it beats k:dpmpp_2m", "",
+              "| solver | geo. mean ratio | worst ratio | cells <= target | beats k:dpmpp_2m |", "|---|---|---|---|---|"]
+    dpm = {(r.problem, r.space, r.schedule, r.budget): r.error for r in records if r.sampler == "k:dpmpp_2m"}
+    for label in sorted({r.sampler for r in records}):
+        mine = [r for r in records if r.sampler == label and r.budget in nfes
+                and (r.problem, r.space, r.schedule, r.budget, "base") in top]
+        if mine:
+            ratios = [r.error / top[(r.problem, r.space, r.schedule, r.budget, "base")].error for r in mine]
+            wins = sum(r.error < dpm.get((r.problem, r.space, r.schedule, r.budget), -1.0) for r in mine)
+            lines.append(f"| {label} | {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f} | {max(ratios):.2f} "
+                         f"| {sum(x <= target for x in ratios)} of {len(ratios)} | {wins} of {len(ratios)} |")
     low = min(r.budget for r in records)
     euler = {(r.problem, r.space, r.schedule): r.error for r in records if r.sampler == "k:euler" and r.budget == low}
     if euler:
