@@ -169,7 +169,8 @@ def tracking(problem_names, solvers, nfes, count, D=math.inf):
         _, sigma_max = schedule_range(p, "ve")
         kappa = kappas(0, count, D)
         x = starts(p, seeds, sigma_max, kappa)
-        exact = torch.cat([p.exact(x[k:k + 1], sigma_max * float(kappa[k])) for k in range(count)])
+        exact = p.exact(x, sigma_max) if math.isinf(D) else \
+            torch.cat([p.exact(x[k:k + 1], sigma_max * float(kappa[k])) for k in range(count)])
         for solver in solvers:
             for nfe in nfes:
                 base = None
