@@ -10,7 +10,7 @@ from ..samplers.poisson import PARAMS, kappas
 from ..samplers.tracking import TRACK_PARAMS, with_noise_tracking
 from .generated import CATEGORY
 from .host import space_of
-from .widgets import param_input, schema
+from .widgets import UNBOUNDED, param_input, schema
 
 
 class PoissonNoiseSource:
@@ -38,7 +38,7 @@ class PoissonNoise(io.ComfyNode):
                         "noise = poisson and the same D; with noise = gaussian use RandomNoise instead (same result).",
             search_aliases=["pfgm", "poisson", "student-t noise"],
             inputs=[io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                    io.Float.Input("D", default=PARAMS["D"].default, min=1.0, max=1e12, step=1.0, round=False,
+                    io.Float.Input("D", default=PARAMS["D"].default, min=1.0, max=UNBOUNDED, step=1.0, round=False,
                                    tooltip=PARAMS["D"].tooltip + " (must match the sampler's D)")],
             outputs=[io.Noise.Output()],
         )

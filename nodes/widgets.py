@@ -3,6 +3,8 @@ import math
 
 from comfy_api.latest import io
 
+UNBOUNDED = 1e12
+
 
 def param_input(name, p):
     """The V3 widget for a `Param`: Combo for choices, Boolean, Int or Float with its range and tooltip."""
@@ -13,6 +15,7 @@ def param_input(name, p):
     if not math.isfinite(p.default):
         raise ValueError(f"parameter {name}: a widget default must be finite, got {p.default}")
     bounds = {k: v for k, v in (("min", p.min), ("max", p.max)) if v is not None and math.isfinite(v)}
+    bounds.setdefault("max", UNBOUNDED)  # the front end caps a widget without max at 2048
     if isinstance(p.default, int):
         return io.Int.Input(name, default=p.default, step=int(p.step or 1), tooltip=p.tooltip, **bounds)
     return io.Float.Input(name, default=p.default, step=p.step or 0.01, round=False, tooltip=p.tooltip, **bounds)
