@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..samplers.critical import estimate_sigma_c
 from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, percent_at_sigma, sigma_at_percent
-from ..samplers.space import resolve
+from ..samplers.space import FLOW, resolve
 from .host import space_of
 from .widgets import schema
 
@@ -249,7 +249,8 @@ class CriticalLevel(io.ComfyNode):
             description="Measures the critical noise level sigma_c (top eigenvalue of the denoiser's Jacobian by "
                         "power iteration, 2 model calls per probe) from noise of this latent's shape and seed, over "
                         "the top of the model's schedule. Outputs sigma_c as a host level and as a percent of the "
-                        "schedule (wire it into a pulse's center_percent).",
+                        "schedule (wire it into a pulse's center_percent), and as normalised time t_c = sigma/(1+sigma) "
+                        "of the VE level (wire it into the critical_window schedule's t_c).",
             search_aliases=["critical time", "speciation", "sigma_c"],
             inputs=[io.Model.Input("model"),
                     io.Conditioning.Input("conditioning", tooltip="Usually the negative / empty prompt (the unconditional model)."),
@@ -257,7 +258,7 @@ class CriticalLevel(io.ComfyNode):
                     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                     io.Int.Input("steps", default=20, min=2, max=1000, tooltip="Schedule whose first levels are probed."),
                     io.Int.Input("probes", default=4, min=1, max=16)],
-            outputs=[io.Float.Output("sigma_c"), io.Float.Output("percent"), io.String.Output("report")],
+            outputs=[io.Float.Output("sigma_c"), io.Float.Output("percent"), io.Float.Output("t_c"), io.String.Output("report")],
         )
 
     @classmethod
@@ -277,12 +278,13 @@ class CriticalLevel(io.ComfyNode):
         guider.sample(comfy.sample.prepare_noise(latent, seed), latent, comfy.samplers.KSAMPLER(pilot), sigmas,
                       disable_pbar=True, seed=seed)
         ve = found["sigma_c"]
+        t_c = FLOW.from_ve(float(ve.median()))
         host = resolve(space).from_ve(float(ve.median()))
         percent = percent_at_sigma(host, ms.percent_to_sigma)
         report = (f"sigma_c = {host:.4g} (host level; VE {float(ve.median()):.4g}, samples {float(ve.min()):.4g}.."
                   f"{float(ve.max()):.4g}) at {100 * percent:.1f}% of the schedule, from {probes} probes")
         LOG.info("samplerlab critical level: %s", report)
-        return io.NodeOutput(host, percent, report, ui={"text": (report,)})
+        return io.NodeOutput(host, percent, t_c, report, ui={"text": (report,)})
 
 
 NODES = [GuidancePulse, GuidancePulseGuider, CriticalLevel]

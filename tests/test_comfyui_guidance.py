@@ -97,9 +97,10 @@ def test_critical_level_node(host, flow):
     node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCriticalLevel"]
     mp = analytic_model(flow)
     out = node.execute(model=mp, conditioning=cond(-1.0), latent_image={"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=20, probes=4)
-    sigma_c, percent, report = out[0], out[1], out[2]
+    sigma_c, percent, t_c, report = out[0], out[1], out[2], out[3]
     host_level = S0 / (1 + S0) if flow else S0
     assert sigma_c == pytest.approx(host_level, rel=0.1) and 0 < percent < 1 and "sigma_c" in report
+    assert t_c == pytest.approx(S0 / (1 + S0), rel=0.1)
 
 
 def test_bad_settings_named(host):
