@@ -140,6 +140,33 @@ def overhead(steps=20, shape=(4, 4, 128, 128), rounds=40):
     return {k: (min(v), min(v) / min(base), sorted(a / b for a, b in zip(v, base))[len(v) // 2]) for k, v in times.items()}
 
 
+def slope(fn, steps=(24, 64)):
+    """The measured order -d log(error) / d log(steps) of fn(model, x, sigmas) between two exponential grids from
+    sigma 10 to 0.05 (ending there: no step to 0) on a 16-dimensional Gaussian (variances 0.1-2), float64."""
+    problem = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
+    x = problem.draw(range(2), "ve", 10.0)[0]
+    exact = problem.exact(x, 10.0, 0.05)
+    errs = [float(rms_error(fn(problem.model(), x, SCHEDULERS["exponential"].fn(n, 0.05, 10.0)[:-1]), exact).mean())
+            for n in steps]
+    return -math.log(errs[1] / errs[0]) / math.log(steps[1] / steps[0])
+
+
+ORDERS = [("exp_multistep", {"order": q}, q) for q in (1, 2, 3, 4)] + \
+         [("exp_pc", {"order": p}, p + 1) for p in (1, 2, 3)] + [("exp_pc", {"order": 2, "corrector": False}, 2)]
+
+
+def orders():
+    """Markdown: the declared and measured (`slope`) order of every option in ORDERS and of k-diffusion's 2M and 3M."""
+    rows = [(f"{name} {opts}", q, slope(lambda m, x, s, n=name, o=opts: REGISTRY[n].fn(m, x, s, disable=True, **o)))
+            for name, opts, q in ORDERS]
+    K = kdiffusion.load()
+    if K is not None:
+        rows += [("k:dpmpp_2m", 2, slope(lambda m, x, s: K.sampling.sample_dpmpp_2m(m, x, s, disable=True))),
+                 ("k:dpmpp_3m_sde(eta=0)", 3, slope(lambda m, x, s: K.sampling.sample_dpmpp_3m_sde(m, x, s, disable=True, eta=0.0)))]
+    return "\n".join(["| solver | nominal order | measured (24 -> 64 steps) |", "|---|---|---|"] +
+                     [f"| {label} | {q} | {m:.2f} |" for label, q, m in rows])
+
+
 def _side(label):
     return "base" if label.startswith(("k:", "c:")) else "ours"
 
@@ -195,31 +222,41 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5):
     return "\n".join(lines)
 
 
-def plot_ratio(records, path, target=0.5):
-    """A small PNG: best samplerlab error over best baseline error vs NFE, one line per (problem, schedule),
-    one panel per space, with the target and parity lines."""
+def plot(records, path, target=0.5):
+    """A small PNG. Top row: error vs NFE of the best samplerlab solver (solid) and the best baseline (dashed)
+    per (problem, schedule), one panel per space. Bottom row: their ratio, with the target and parity lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     top = best(records)
     spaces = sorted({k[1] for k in top})
-    fig, axes = plt.subplots(1, len(spaces), figsize=(4.6 * len(spaces), 3.4), squeeze=False, sharey=True)
-    for ax, space in zip(axes.flat, spaces):
-        for p, sch in sorted({(k[0], k[2]) for k in top if k[1] == space}):
-            pts = sorted((k[3], r.error / top[k[:4] + ("base",)].error) for k, r in top.items()
-                         if k[4] == "ours" and (k[0], k[1], k[2]) == (p, space, sch) and k[:4] + ("base",) in top)
-            ax.semilogy(*zip(*pts), marker="o", ms=3, ls="-" if sch == "karras" else "--", label=f"{p} {sch}")
-        ax.axhline(target, color="k", lw=0.8)
-        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-        ax.set_title(f"{space}: best samplerlab / best baseline", fontsize=9)
-        ax.set_xlabel("model calls (NFE)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes.flat[0].set_ylabel("error ratio (target <= 0.5)")
-    axes.flat[0].legend(fontsize=7)
+    fig, axes = plt.subplots(2, len(spaces), figsize=(4.6 * len(spaces), 6.2), squeeze=False, sharex=True)
+    for col, space in enumerate(spaces):
+        err, rat = axes[0, col], axes[1, col]
+        for n, (p, sch) in enumerate(sorted({(k[0], k[2]) for k in top if k[1] == space})):
+            cells = sorted((k[3], r.error, top[k[:4] + ("base",)].error) for k, r in top.items()
+                           if k[4] == "ours" and k[:3] == (p, space, sch) and k[:4] + ("base",) in top)
+            nfe, ours, base = zip(*cells)
+            color = f"C{n}"
+            err.loglog(nfe, ours, color=color, marker="o", ms=3, label=f"{p} {sch}")
+            err.loglog(nfe, base, color=color, ls="--", lw=0.9)
+            rat.semilogy(nfe, [o / b for o, b in zip(ours, base)], color=color, marker="o", ms=3)
+        err.set_title(f"{space}: best samplerlab (solid), best baseline (dashed)", fontsize=9)
+        err.set_ylabel("RMS error vs exact ODE")
+        rat.axhline(target, color="k", lw=0.8)
+        rat.axhline(1.0, color="gray", lw=0.8, ls=":")
+        rat.set_ylabel(f"ratio (target <= {target})")
+        rat.set_xlabel("model calls (NFE)")
+        rat.set_xticks(sorted({k[3] for k in top}), [str(n) for n in sorted({k[3] for k in top})])
+        rat.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        for ax in (err, rat):
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
@@ -239,6 +276,7 @@ def add_parser(sub):
     p.add_argument("--quick", action="store_true",
                    help="the README grid: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (overrides those options)")
     p.add_argument("--overhead", action="store_true", help="only time the per-step overhead against dpmpp_2m")
+    p.add_argument("--orders", action="store_true", help="only measure the convergence order of every option")
     p.set_defaults(fn=cmd_bench)
 
 
@@ -250,6 +288,9 @@ def cmd_bench(args):
         print("| solver | ms/step (fastest) | / dpmpp_2m (fastest) | / dpmpp_2m (median of paired rounds) |\n|---|---|---|---|")
         for k, (sec, fast, paired) in overhead().items():
             print(f"| {k} | {sec * 1e3:.3f} | {fast:.2f}x | {paired:.2f}x |")
+        return
+    if args.orders:
+        print(orders())
         return
     if args.quick:
         for k, v in QUICK.items():
@@ -265,7 +306,6 @@ def cmd_bench(args):
     (out / "bench.md").write_text(report.markdown(records) + "\n## Best samplerlab vs best baseline\n\n" + table + "\n")
     (out / "summary.md").write_text(table + "\n")
     report.write_json(records, out / "bench.json", command="bench", seeds=args.seeds, comfyui=bool(comfy))
-    plot_ratio(records, out / "ratio_vs_nfe.png")
-    report.plot(records, out / "error_vs_nfe.png")
+    plot(records, out / "error_vs_nfe.png")
     print(table)
-    print(f"wrote {out}/bench.md, summary.md, bench.json, ratio_vs_nfe.png, error_vs_nfe.png")
+    print(f"wrote {out}/bench.md, summary.md, bench.json, error_vs_nfe.png")

@@ -17,15 +17,6 @@ P = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
 X = P.draw(range(2), "ve", 10.0)[0]
 
 
-def slope(name, **options):
-    errs = []
-    for n in (24, 64):
-        sigmas = SCHEDULERS["exponential"].fn(n, 0.05, 10.0)[:-1]
-        out = REGISTRY[name].fn(P.model(), X, sigmas, disable=True, **options)
-        errs.append(float(rms_error(out, P.exact(X, 10.0, 0.05)).mean()))
-    return -math.log(errs[1] / errs[0]) / math.log(64 / 24)
-
-
 @pytest.mark.parametrize("lam_s, lam_t", [(-1.0, 0.5), (0.3, 4.0), (-math.inf, -1.0)])
 def test_weights_integrate_polynomials_in_theta_exactly(lam_s, lam_t):
     nodes = [lam_s if math.isfinite(lam_s) else -3.0, lam_s - 0.7, lam_t] if math.isfinite(lam_s) else [-2.0, -3.0, lam_t]
@@ -38,21 +29,13 @@ def test_weights_integrate_polynomials_in_theta_exactly(lam_s, lam_t):
         assert abs(got - exact) < 1e-6
 
 
-@pytest.mark.parametrize("name, options, order", [
-    ("exp_multistep", {"order": 1}, 1), ("exp_multistep", {"order": 2}, 2), ("exp_multistep", {"order": 3}, 3),
-    ("exp_multistep", {"order": 4}, 4), ("exp_pc", {"order": 1}, 2), ("exp_pc", {"order": 2}, 3), ("exp_pc", {"order": 3}, 4),
-    ("exp_pc", {"order": 2, "corrector": False}, 2)])
+@pytest.mark.parametrize("name, options, order", bench.ORDERS)
 def test_every_option_has_its_order(name, options, order):
-    assert abs(slope(name, **options) - order) <= 0.15
+    assert abs(bench.slope(lambda m, x, s: REGISTRY[name].fn(m, x, s, disable=True, **options)) - order) <= 0.15
 
 
 def test_kdiffusion_3m_measures_order_two(K):
-    errs = []
-    for n in (24, 64):
-        sigmas = SCHEDULERS["exponential"].fn(n, 0.05, 10.0)[:-1]
-        out = K.sampling.sample_dpmpp_3m_sde(P.model(), X, sigmas, disable=True, eta=0.0)
-        errs.append(float(rms_error(out, P.exact(X, 10.0, 0.05)).mean()))
-    assert abs(-math.log(errs[1] / errs[0]) / math.log(64 / 24) - 2) < 0.3
+    assert abs(bench.slope(lambda m, x, s: K.sampling.sample_dpmpp_3m_sde(m, x, s, disable=True, eta=0.0)) - 2) < 0.3
 
 
 def test_adaptive_converges_as_tolerance_shrinks():
@@ -112,5 +95,20 @@ def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
     assert "| gaussian | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes |" in text
     assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no |" in text
     assert "met in 1 of 2 cells" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
-    bench.plot_ratio(records, tmp_path / "r.png")
+    bench.plot(records, tmp_path / "r.png")
     assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
+
+
+def test_kdiffusion_3m_integrates_the_quadratic_term_at_half_weight(K):
+    """Why 3M measures order 2: with D = lambda^2 (k-diffusion's t = -log sigma) its third step integrates the
+    constant and linear parts of D exactly but the quadratic part u^2 (u = lambda - lambda_s) at half its value."""
+    lam = torch.tensor([0.0, 0.25, 0.45, 0.75], dtype=torch.float64)
+    states = {}
+    out = K.sampling.sample_dpmpp_3m_sde(lambda x, s: torch.ones_like(x) * s.log() ** 2, torch.zeros(1, 1, dtype=torch.float64),
+                                         (-lam).exp(), disable=True, eta=0.0, callback=lambda d: states.setdefault(d["i"], d["x"]))
+    h, ls = float(lam[3] - lam[2]), float(lam[2])
+    u = np.linspace(0.0, h, 200001)
+    f = np.exp(u - h)
+    full, quadratic = np.trapezoid(f * (ls + u) ** 2, u), np.trapezoid(f * u ** 2, u)
+    got = float(out - math.exp(-h) * states[2])
+    assert abs(got - (full - quadratic / 2)) < 1e-9 and abs(got - full) > 1e-4
