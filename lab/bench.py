@@ -9,10 +9,12 @@ finishes it at 0. ComfyUI's samplers are imported by name from the COMFYUI_PATH 
 only when that is set (the one place in lab/ that touches comfy, as the issue asks).
 """
 import importlib
+import json
 import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -260,6 +262,20 @@ def plot(records, path, target=0.5):
     plt.close(fig)
 
 
+def merged(records, paths, seeds):
+    """records plus, from earlier bench.json files run with the same seeds, the records of contenders that
+    `records` lacks on its (problem, space, schedule, NFE) cells; a file with other seeds is a ValueError."""
+    cells, labels = {(r.problem, r.space, r.schedule, r.budget) for r in records}, {r.sampler for r in records}
+    out = list(records)
+    for path in paths:
+        meta = json.loads(Path(path).read_text())
+        if meta.get("seeds") != seeds:
+            raise ValueError(f"--merge {path} was run with seeds {meta.get('seeds')}, this run with {seeds}")
+        out += [Record(**r) for r in meta["records"] if r["sampler"] not in labels
+                and (r["problem"], r["space"], r["schedule"], r["budget"]) in cells]
+    return out
+
+
 QUICK = {"problems": ["field", "gaussian", "mixture"], "spaces": ["ve", "flow"],
          "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 8}
 
@@ -275,14 +291,15 @@ def add_parser(sub):
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--quick", action="store_true",
                    help="the README grid: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (overrides those options)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="bench.json files of earlier runs on the same grid (e.g. ComfyUI's baselines, run with "
+                        "COMFYUI_PATH in ComfyUI's venv): their contenders missing from this run join the tables")
     p.add_argument("--overhead", action="store_true", help="only time the per-step overhead against dpmpp_2m")
     p.add_argument("--orders", action="store_true", help="only measure the convergence order of every option")
     p.set_defaults(fn=cmd_bench)
 
 
 def cmd_bench(args):
-    from pathlib import Path
-
     from . import report
     if args.overhead:
         print("| solver | ms/step (fastest) | / dpmpp_2m (fastest) | / dpmpp_2m (median of paired rounds) |\n|---|---|---|---|")
@@ -302,6 +319,8 @@ def cmd_bench(args):
     for name in args.problems:
         for space in args.spaces:
             records += race(problems.make(name), space, args.schedules, args.nfe, range(args.seeds), comfy)
+    records = merged(records, args.merge, args.seeds)
+    comfy = comfy or any(r.sampler.startswith("c:") for r in records)
     table = summary(records)
     (out / "bench.md").write_text(report.markdown(records) + "\n## Best samplerlab vs best baseline\n\n" + table + "\n")
     (out / "summary.md").write_text(table + "\n")

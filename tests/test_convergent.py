@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from samplerlab.lab import bench, problems
+from samplerlab.lab import bench, problems, report
 from samplerlab.lab.runner import CountingModel, Record, rms_error
 from samplerlab.samplers import REGISTRY
 from samplerlab.samplers.multistep import advance, angle, weights
@@ -112,3 +112,13 @@ def test_kdiffusion_3m_integrates_the_quadratic_term_at_half_weight(K):
     full, quadratic = np.trapezoid(f * (ls + u) ** 2, u), np.trapezoid(f * u ** 2, u)
     got = float(out - math.exp(-h) * states[2])
     assert abs(got - (full - quadratic / 2)) < 1e-9 and abs(got - full) > 1e-4
+
+
+def test_merge_adds_missing_contenders_on_the_same_cells(tmp_path):
+    def rec(sampler, nfe, error):
+        return Record("gaussian", "ve", sampler, "karras", nfe, nfe, nfe, error, 0.0, 0.0)
+    report.write_json([rec("exp_pc-2", 5, 9.0), rec("c:ipndm", 5, 0.5), rec("c:ipndm", 6, 0.4)], tmp_path / "b.json", seeds=8)
+    out = bench.merged([rec("exp_pc-2", 5, 1.0), rec("k:euler", 5, 2.0)], [tmp_path / "b.json"], 8)
+    assert sorted((r.sampler, r.budget, r.error) for r in out) == [("c:ipndm", 5, 0.5), ("exp_pc-2", 5, 1.0), ("k:euler", 5, 2.0)]
+    with pytest.raises(ValueError, match="seeds"):
+        bench.merged([], [tmp_path / "b.json"], 4)
