@@ -10,6 +10,7 @@ Install: `pip install --no-deps k-diffusion==0.1.1.post1` beside the `test` extr
 """
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -19,8 +20,8 @@ def load():
     if "k_diffusion.sampling" in sys.modules:
         return sys.modules["k_diffusion"]
     spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
-        return None
+    if spec is None or not any(os.path.exists(os.path.join(p, "external.py")) for p in spec.submodule_search_locations or ()):
+        return None  # not installed, or another package of that name (ComfyUI's comfy/k_diffusion once comfy/ is on sys.path)
     pkg = types.ModuleType("k_diffusion")
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["k_diffusion"] = pkg

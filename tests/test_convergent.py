@@ -65,7 +65,7 @@ def test_bad_parameters_are_named(name, bad):
         REGISTRY[name].fn(P.model(), X, SCHEDULERS["karras"].fn(4, 0.05, 10.0), disable=True, **bad)
 
 
-def test_bench_tiny_grid():
+def test_bench_tiny_grid(K):
     records = bench.race(problems.Gaussian(shape=(4,)), "flow", ["karras"], [4, 6], range(2))
     heun = [r for r in records if r.sampler == "k:heun"]
     assert heun and all(r.nfe <= r.budget for r in records)
