@@ -15,7 +15,7 @@ from samplerlab.schedulers import REGISTRY as SCHEDULERS
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
 CORE = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "RandomNoise", "KSamplerSelect", "BasicScheduler",
-        "CFGGuider", "PreviewImage", "PreviewAny", "VAEDecode", "SamplerCustomAdvanced", "KSampler"}
+        "CFGGuider", "PreviewImage", "PreviewAny", "SaveImage", "VAEDecode", "SamplerCustomAdvanced", "KSampler"}
 
 
 def camel(name):
