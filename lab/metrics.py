@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from ..samplers.critical import x0_speed_between
 from ..samplers.space import resolve
 from .runner import rms_error
 
@@ -134,13 +135,8 @@ def x0_speed(x0s, levels, space="ve"):
     if len(levels) < len(x0s):
         raise ValueError(f"levels: need one per prediction ({len(x0s)}), got {len(levels)}")
     lam = [space.lam(float(s)) for s in levels]
-    n = x0s[0].numel()
     out = []
     for i in range(1, len(x0s)):
-        dl = abs(lam[i] - lam[i - 1])
-        if not math.isfinite(dl) or dl == 0:
-            out.append(None)
-            continue
-        diff = (x0s[i].to(F64) - x0s[i - 1].to(F64)).pow(2).sum().sqrt()
-        out.append(float(diff) / (dl * math.sqrt(n)))
+        speed = x0_speed_between(x0s[i][None], x0s[i - 1][None], lam[i], lam[i - 1])
+        out.append(None if speed is None else float(speed[0]))
     return out

@@ -27,6 +27,16 @@ def _flat(t):
     return t.detach().reshape(t.shape[0], -1).to(torch.float64)
 
 
+def x0_speed_between(d, d_prev, lam: float, lam_prev: float):
+    """Per-sample speed of the x0 prediction ||D - D_prev|| / (|lambda - lambda_prev| sqrt N), float64 [B];
+    None where the step in lambda is zero or infinite (a flow model's s = 1, the last step to 0)."""
+    dl = abs(lam - lam_prev)
+    if not math.isfinite(dl) or dl == 0:
+        return None
+    diff = _flat(d) - _flat(d_prev)
+    return diff.norm(dim=1) / (dl * math.sqrt(diff.shape[1]))
+
+
 def sigma_c_from_data(samples) -> float:
     """sigma_c = sqrt(top eigenvalue of the sample covariance) of n >= 2 samples [n, ...] (data or clean latents),
     through the top singular value of the centred n x N matrix (cheap when n << N)."""
@@ -108,9 +118,8 @@ class SpeedTracker:
 
     def update(self, d, s: float):
         lam = self.space.lam(s)
-        if self.prev is not None and math.isfinite(lam) and math.isfinite(self.prev[1]) and lam != self.prev[1]:
-            diff = _flat(d) - _flat(self.prev[0])
-            speed = diff.norm(dim=1) / (abs(lam - self.prev[1]) * math.sqrt(diff.shape[1]))
+        speed = None if self.prev is None else x0_speed_between(d, self.prev[0], lam, self.prev[1])
+        if speed is not None:
             level = torch.full_like(speed, math.exp(-(lam + self.prev[1]) / 2))
             if self.best is None:
                 self.best, self.peak = speed, level
