@@ -23,11 +23,14 @@ from ..samplers.space import resolve
 from ..samplers.stepping import ddim
 from ..schedulers import REGISTRY as SCHEDULERS
 from . import kdiffusion, problems
+from .bound import bound
 from .runner import CountingModel, Record, mean_ci, rms_error, schedule_range
 
 OURS = [("exp_multistep-3", "exp_multistep", {"order": 3}), ("exp_multistep-4", "exp_multistep", {"order": 4}),
         ("exp_pc-2", "exp_pc", {"order": 2}), ("exp_pc-3", "exp_pc", {"order": 3})]
 TOLERANCES = (0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+BOUND = "on-schedule bound"
+"""The row of lab/bound.py's least error on a schedule's levels (Gaussian problems): no contender, a floor."""
 
 
 def _host(fn, **options):
@@ -110,6 +113,11 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None):
                             steps, (calls, err, sec) = steps + 1, more
                 e, ci = mean_ci(err)
                 records.append(Record(problem.name, space, label, sched, nfe, steps, calls, e, ci, sec))
+    if hasattr(problem, "modes"):
+        for sched in schedules:
+            for nfe in nfes:
+                sigmas = SCHEDULERS[sched].fn(nfe, sigma_min, sigma_max)
+                records.append(Record(problem.name, space, BOUND, sched, nfe, nfe, nfe, bound(problem, x_T, sigmas, space), 0.0, 0.0))
     return records
 
 
@@ -170,11 +178,11 @@ def orders():
 
 
 def _side(label):
-    return "base" if label.startswith(("k:", "c:")) else "ours"
+    return "bound" if label == BOUND else "base" if label.startswith(("k:", "c:")) else "ours"
 
 
 def best(records):
-    """{(problem, space, schedule, NFE budget, "ours" | "base"): the record with the least error on that side}."""
+    """{(problem, space, schedule, NFE budget, "ours" | "base" | "bound"): the least-error record on that side}."""
     top = {}
     for r in records:
         key = (r.problem, r.space, r.schedule, r.budget, _side(r.sampler))
@@ -184,26 +192,33 @@ def best(records):
 
 
 def summary(records, nfes=(5, 6, 8, 10), target=0.5):
-    """Markdown: per (problem, space, schedule, NFE) the best samplerlab error, the best baseline's, their ratio
-    and whether ratio <= target; then, at the smallest budget, each samplerlab solver's error over k:euler's."""
+    """Markdown: per (problem, space, schedule, NFE) the best samplerlab error, the best baseline's, their ratio,
+    whether ratio <= target, and the on-schedule bound with whether the target is reachable on the schedule's
+    levels at all; then each solver's ratios over the cells and, at the smallest budget, its error over k:euler's."""
     top = best(records)
-    lines = ["| problem | space | schedule | NFE | best samplerlab | error | best baseline | error | ratio | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    met = total = 0
+    lines = ["| problem | space | schedule | NFE | best samplerlab | error | best baseline | error | ratio | target "
+             "| on-schedule bound | reachable |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    met = total = unreachable = 0
     for (p, sp, sch, nfe, side), o in sorted(top.items()):
         if side != "ours" or nfe not in nfes or (p, sp, sch, nfe, "base") not in top:
             continue
         b = top[(p, sp, sch, nfe, "base")]
         ratio = o.error / b.error
         met, total = met + (ratio <= target), total + 1
+        floor = top.get((p, sp, sch, nfe, "bound"))
+        reach = "" if floor is None else "yes" if floor.error <= target * b.error else "no"
+        unreachable += reach == "no"
         lines.append(f"| {p} | {sp} | {sch} | {nfe} | {o.sampler} | {o.error:.2e} | {b.sampler} | {b.error:.2e} "
-                     f"| {ratio:.2f} | {'yes' if ratio <= target else 'no'} |")
-    lines += ["", f"Target (ratio <= {target}) met in {met} of {total} cells."]
+                     f"| {ratio:.2f} | {'yes' if ratio <= target else 'no'} "
+                     f"| {'' if floor is None else f'{floor.error:.2e}'} | {reach} |")
+    lines += ["", f"Target (ratio <= {target}) met in {met} of {total} cells. In {unreachable} of them no sampler that "
+              "calls the model once at each level of the schedule can meet it, not even one that knows the data "
+              "covariance: the on-schedule bound (lab/bound.py) is above the target."]
     lines += ["", "Each solver over the cells: geometric mean and worst of its error over the best baseline's, cells with "
               f"ratio <= {target}, cells where it beats k:dpmpp_2m", "",
               "| solver | geo. mean ratio | worst ratio | cells <= target | beats k:dpmpp_2m |", "|---|---|---|---|---|"]
     dpm = {(r.problem, r.space, r.schedule, r.budget): r.error for r in records if r.sampler == "k:dpmpp_2m"}
-    for label in sorted({r.sampler for r in records}):
+    for label in sorted({r.sampler for r in records if _side(r.sampler) != "bound"}):
         mine = [r for r in records if r.sampler == label and r.budget in nfes
                 and (r.problem, r.space, r.schedule, r.budget, "base") in top]
         if mine:
@@ -225,8 +240,8 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5):
 
 
 def plot(records, path, target=0.5):
-    """A small PNG. Top row: error vs NFE of the best samplerlab solver (solid) and the best baseline (dashed)
-    per (problem, schedule), one panel per space. Bottom row: their ratio, with the target and parity lines."""
+    """A small PNG. Top row: error vs NFE of the best samplerlab solver (solid), the best baseline (dashed) and
+    the on-schedule bound where there is one (dotted) per (problem, schedule), one panel per space. Bottom row: their ratio, with the target and parity lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,8 +260,11 @@ def plot(records, path, target=0.5):
             color = f"C{n}"
             err.loglog(nfe, ours, color=color, marker="o", ms=3, label=f"{p} {sch}")
             err.loglog(nfe, base, color=color, ls="--", lw=0.9)
+            floor = sorted((k[3], r.error) for k, r in top.items() if k[4] == "bound" and k[:3] == (p, space, sch))
+            if floor:
+                err.loglog(*zip(*floor), color=color, ls=":", lw=0.9)
             rat.semilogy(nfe, [o / b for o, b in zip(ours, base)], color=color, marker="o", ms=3)
-        err.set_title(f"{space}: best samplerlab (solid), best baseline (dashed)", fontsize=9)
+        err.set_title(f"{space}: best samplerlab (solid), best baseline (dashed), bound (dotted)", fontsize=9)
         err.set_ylabel("RMS error vs exact ODE")
         rat.axhline(target, color="k", lw=0.8)
         rat.axhline(1.0, color="gray", lw=0.8, ls=":")

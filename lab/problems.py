@@ -114,6 +114,10 @@ class Gaussian(Problem):
         scale = ((a ** 2 * self.lam + s ** 2) / (aT ** 2 * self.lam + sT ** 2)).sqrt()
         return a * self.mu + (x_T - aT * self.mu) * scale
 
+    def modes(self, x):
+        """The covariance's eigenvalues [n] and x [B, *shape] in its eigenbasis [B, n] (lab/bound.py)."""
+        return self.lam.reshape(-1), x.flatten(1)
+
 
 class GaussianField(Problem):
     """An image-like stationary Gaussian field (C, H, W) with a 1/(f^2 + f0^2) spectrum per channel, channels
@@ -152,6 +156,11 @@ class GaussianField(Problem):
         aT, sT, a, s = space.alpha(s_T), space.sigma(s_T), space.alpha(s_end), space.sigma(s_end)
         gain = ((a ** 2 * self.p + s ** 2) / (aT ** 2 * self.p + sT ** 2)).sqrt()
         return a * self.mu + self._filter(x_T.to(F64) - aT * self.mu, gain)
+
+    def modes(self, x):
+        """The covariance's eigenvalues [n] and x [B, *shape] in its (complex, orthonormal) eigenbasis [B, n]."""
+        z = torch.fft.fft2(torch.einsum("dc,bdhw->bchw", self.Q, x), norm="ortho")
+        return self.p.reshape(-1), z.flatten(1)
 
 
 class Mixture(Problem):

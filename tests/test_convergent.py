@@ -71,6 +71,8 @@ def test_bench_tiny_grid(K):
     assert heun and all(r.nfe <= r.budget for r in records)
     assert {r.sampler for r in records} >= {"exp_pc-2", "exp_multistep-3"}
     assert "| gaussian | flow | karras | 6 |" in bench.summary(records, nfes=(6,))
+    floor = {r.budget: r.error for r in records if r.sampler == bench.BOUND}
+    assert set(floor) == {4, 6} and all(r.error >= floor[r.budget] for r in records if r.sampler.startswith("exp_multistep"))
 
 
 @pytest.mark.parametrize("space, s, t", [("ve", 3.0, 0.7), ("flow", 0.8, 0.3), ("flow", 1.0, 0.5)])
@@ -90,11 +92,12 @@ def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
         return Record("gaussian", "ve", sampler, sched, nfe, nfe, nfe, error, 0.0, 0.0)
     records = [rec("exp_pc-2", 5, 1.0), rec("k:dpmpp_2m", 5, 3.0), rec("k:euler", 5, 4.0),
                rec("exp_pc-2", 6, 2.0), rec("k:dpmpp_2m", 6, 3.0), rec("k:euler", 6, 2.5),
-               rec("exp_pc-2", 4, 5.0), rec("k:euler", 4, 4.0)]
+               rec("exp_pc-2", 4, 5.0), rec("k:euler", 4, 4.0), rec(bench.BOUND, 5, 0.5), rec(bench.BOUND, 6, 1.5)]
     text = bench.summary(records)
-    assert "| gaussian | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes |" in text
-    assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no |" in text
-    assert "met in 1 of 2 cells" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
+    assert "| gaussian | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes | 5.00e-01 | yes |" in text
+    assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no | 1.50e+00 | no |" in text
+    assert "met in 1 of 2 cells. In 1 of them" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
+    assert bench.BOUND not in text.split("geo. mean ratio")[1]
     bench.plot(records, tmp_path / "r.png")
     assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
 
