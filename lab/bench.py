@@ -264,7 +264,7 @@ def plot(records, path, target=0.5):
             if floor:
                 err.loglog(*zip(*floor), color=color, ls=":", lw=0.9)
             rat.semilogy(nfe, [o / b for o, b in zip(ours, base)], color=color, marker="o", ms=3)
-        err.set_title(f"{space}: best samplerlab (solid), best baseline (dashed), bound (dotted)", fontsize=9)
+        err.set_title(f"{space}: samplerlab (solid), baseline (dashed), bound (dotted)", fontsize=8)
         err.set_ylabel("RMS error vs exact ODE")
         rat.axhline(target, color="k", lw=0.8)
         rat.axhline(1.0, color="gray", lw=0.8, ls=":")
