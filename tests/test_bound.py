@@ -70,3 +70,16 @@ def test_least_error_is_the_mean_per_sample_norm_at_its_minimum():
     for _ in range(20):
         other = c + 0.01 * torch.randn(4, generator=g, dtype=torch.float64)
         assert float((cols @ other - target).norm(dim=1).mean() / 50 ** 0.5) >= value
+
+
+def test_a_schedule_that_stops_above_zero_has_its_own_bound():
+    problem = PROBLEMS[1]
+    lo, hi = schedule_range(problem, "ve")
+    x_T = problem.draw(range(4), "ve", hi)[0]
+    sigmas = SCHEDULERS["karras"].fn(8, lo, hi)[:5]
+    exact = problem.exact(x_T, hi, float(sigmas[-1]), "ve")
+    floor = bound(problem, x_T, sigmas, "ve")
+    for name in ONCE_PER_LEVEL:
+        out = REGISTRY[name].fn(problem.model(), x_T, sigmas, disable=True)
+        assert float(rms_error(out, exact).mean()) >= floor * (1 - 1e-9), name
+    assert 0 < floor
