@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.critical import estimate_sigma_c
-from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, percent_at_sigma, sigma_at_percent
+from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, curve, percent_at_sigma, sigma_at_percent
 from ..samplers.space import FLOW, resolve
 from .host import space_of
 from .widgets import schema
@@ -183,6 +183,18 @@ class PulseGuider(comfy.samplers.CFGGuider):
         return out
 
 
+def pulse_ui(model, schedule, peak=None):
+    """The node's `ui` for web/samplerlab.js: the weight over the model's schedule (percent 0 -> 1), or only a
+    caption when the centre is detected during sampling. peak None (the KSampler's cfg): drawn as base + 1."""
+    ms = model.get_model_object("model_sampling")
+    shown = curve(schedule, ms.percent_to_sigma, space_of(model), schedule.base + 1 if peak is None else peak)
+    top = "cfg" if peak is None else f"{peak:g}"
+    if shown is None:
+        return {"sl_pulse": [{"caption": f"centre auto: sigma_c is measured during sampling (peak {top})"}]}
+    return {"sl_pulse": [{"percent": shown[0], "weight": shown[1],
+                          "caption": f"guidance {schedule.base:g} .. {top} over the schedule"}]}
+
+
 def _schedule_fields(kw):
     return {k: kw[k] for k in ("shape", "center", "center_percent", "width", "base", "start_percent", "end_percent")}
 
@@ -208,7 +220,7 @@ class GuidancePulse(io.ComfyNode):
     @classmethod
     def execute(cls, model, probes=4, **kw) -> io.NodeOutput:
         schedule = build_schedule(model, 1.0, **_schedule_fields(kw))
-        return io.NodeOutput(pulse_patch(model, schedule, probes))
+        return io.NodeOutput(pulse_patch(model, schedule, probes), ui=pulse_ui(model, schedule))
 
 
 class GuidancePulseGuider(io.ComfyNode):
@@ -231,10 +243,11 @@ class GuidancePulseGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, probes=4, **kw) -> io.NodeOutput:
-        guider = PulseGuider(model, build_schedule(model, cfg, **_schedule_fields(kw)), probes)
+        schedule = build_schedule(model, cfg, **_schedule_fields(kw))
+        guider = PulseGuider(model, schedule, probes)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
-        return io.NodeOutput(guider)
+        return io.NodeOutput(guider, ui=pulse_ui(model, schedule, cfg))
 
 
 class CriticalLevel(io.ComfyNode):

@@ -128,6 +128,17 @@ def percent_at_sigma(sigma_host: float, percent_to_sigma, iters: int = 50) -> fl
     return 0.5 * (lo + hi)
 
 
+def curve(schedule, percent_to_sigma, space="ve", peak=None, points=65):
+    """(percents, weights): w over the model's schedule at the centres of `points` equal slices of it (so neither the
+    pure-noise start nor sigma = 0 is drawn), for a plot; None for a pulse whose centre is detected during
+    sampling (unknown until then)."""
+    if schedule.auto:
+        return None
+    percents = [(i + 0.5) / points for i in range(points)]
+    return percents, [float(weight(schedule, sigma_at_percent("percent", q, percent_to_sigma, space), peak=peak).reshape(-1)[0])
+                      for q in percents]
+
+
 def combine(d_c, d_u, w):
     """D_u + w (D_c - D_u) with one weight per sample (w [B] float64), in d_c's dtype."""
     if d_u is None:

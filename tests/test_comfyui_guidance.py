@@ -113,3 +113,18 @@ def test_bad_settings_named(host):
         node.execute(model=mp, probes=4, **{**AUTO, "center": "percent", "center_percent": 1.0})
     with pytest.raises(ValueError, match="width"):
         node.execute(model=mp, probes=4, **{**AUTO, "width": 0.0})
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+def test_pulse_nodes_send_their_curve_to_the_front_end(host, flow):
+    nodes, _ = host
+    mp = analytic_model(flow)
+    patch = nodes.NODE_CLASS_MAPPINGS["SamplerLabGuidancePulse"].execute(model=mp, probes=4, **{**AUTO, "center": "percent"})
+    [shown] = patch.ui["sl_pulse"]
+    assert len(shown["percent"]) == len(shown["weight"]) == 65 and max(shown["weight"]) > min(shown["weight"]) == 1.0
+    assert "cfg" in shown["caption"]
+    guider = nodes.NODE_CLASS_MAPPINGS["SamplerLabPulseGuider"].execute(
+        model=mp, positive=cond(1.0), negative=cond(-1.0), cfg=3.0, probes=4, **FULL)
+    assert guider.ui["sl_pulse"][0]["weight"] == [3.0] * 65
+    auto = nodes.NODE_CLASS_MAPPINGS["SamplerLabGuidancePulse"].execute(model=mp, probes=4, **AUTO)
+    assert list(auto.ui["sl_pulse"][0]) == ["caption"] and "auto" in auto.ui["sl_pulse"][0]["caption"]

@@ -6,7 +6,7 @@ import torch
 
 from samplerlab.lab.guidance import guided_sample, metrics, speciation_mixture
 from samplerlab.samplers.critical import JVPProbe, estimate_sigma_c, sigma_c_from_data
-from samplerlab.samplers.guidance import Interval, Pulse, ScheduledCFG, percent_at_sigma, sigma_at_percent
+from samplerlab.samplers.guidance import Interval, Pulse, ScheduledCFG, curve, percent_at_sigma, sigma_at_percent
 from samplerlab.lab.problems import Gaussian
 
 
@@ -113,3 +113,17 @@ def test_wrapper_keeps_dtype_and_never_nan():
     for s in (1.0, 0.9, 0.5, 0.1):
         out = w(x.float(), torch.full([4], s))
         assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+
+def test_curve_is_the_weight_over_the_schedule_for_the_plot():
+    to_sigma = lambda q: 80.0 * (0.002 / 80.0) ** q  # noqa: E731  (a VE model: sigma 80 at 0%, 0.002 at 100%)
+    percents, w = curve(Pulse("cosine", peak=6.0, base=1.0, width=1.0, center=1.0), to_sigma, points=101)
+    assert 0 < percents[0] < percents[-1] < 1 and len(w) == 101
+    top = max(range(101), key=w.__getitem__)
+    assert w[top] > 5.9 and abs(to_sigma(percents[top]) - 1.0) < 0.1
+    assert w[0] == w[-1] == 1.0
+    assert curve(Pulse(center=None), to_sigma) is None
+    _, box = curve(Interval(4.0, 1.0, 0.5, 10.0), to_sigma, points=11)
+    assert set(box) == {1.0, 4.0} and box[0] == box[-1] == 1.0
+    _, scaled = curve(Interval(4.0, 1.0, 0.5, 10.0), to_sigma, peak=9.0, points=11)
+    assert max(scaled) == 9.0
