@@ -241,7 +241,8 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5):
 
 def plot(records, path, target=0.5):
     """A small PNG. Top row: error vs NFE of the best samplerlab solver (solid), the best baseline (dashed) and
-    the on-schedule bound where there is one (dotted) per (problem, schedule), one panel per space. Bottom row: their ratio, with the target and parity lines."""
+    the on-schedule bound where there is one (dotted) per (problem, schedule), one panel per space. Bottom row:
+    their ratio, with the target and parity lines."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -23,8 +23,9 @@ F64 = torch.float64
 def least_error(columns, target, iterations=200):
     """min over shared real coefficients c of mean_b ||columns[b] @ c - target[b]|| / sqrt(n), and c.
 
-    columns [B, n, K], target [B, n] (real or complex; complex entries, an orthonormal basis of a real space). The objective is
-    convex; iteratively reweighted least squares (weights 1 / residual norm per sample, Weiszfeld) solves it.
+    columns [B, n, K], target [B, n] (real or complex; complex entries, an orthonormal basis of a real space).
+    The objective is convex; iteratively reweighted least squares (weights 1 / residual norm per sample,
+    Weiszfeld) solves it.
     """
     n = columns.shape[1]
     if columns.is_complex():
@@ -47,12 +48,14 @@ def least_error(columns, target, iterations=200):
         w = w_new
     return best[0] / n ** 0.5, best[1] / scale
 
+
 def bound(problem, x_T, sigmas, space="ve"):
     """The on-schedule lower bound (module docstring) of the mean per-sample RMS error of the run from x_T over
-    host levels `sigmas` (the model called at every level but the last), for a problem with `modes`."""
+    host levels `sigmas` (the model called at every level but the last), for a problem with `modes`; the target
+    is the problem's own exact solution."""
     sp = resolve(space)
     s = [float(v) for v in sigmas]
-    a_T, s_T, a_e, s_e = sp.alpha(s[0]), sp.sigma(s[0]), sp.alpha(s[-1]), sp.sigma(s[-1])
+    a_T, a_e = sp.alpha(s[0]), sp.alpha(s[-1])
     p, v = problem.modes(x_T.to(F64) - a_T * problem.mu)
     mu = problem.modes(problem.mu.expand_as(x_T).to(F64))[1]
     cols = [v, mu]
@@ -61,5 +64,5 @@ def bound(problem, x_T, sigmas, space="ve"):
         if a > 0 and sig > 0:
             c = (sig / a) ** 2
             cols.append(v * (c / (p + c)))
-    target = v * ((a_e ** 2 * p + s_e ** 2) / (a_T ** 2 * p + s_T ** 2)).sqrt()
+    target = problem.modes(problem.exact(x_T, s[0], s[-1], space) - a_e * problem.mu)[1]
     return least_error(torch.stack(cols, -1), target)[0]
