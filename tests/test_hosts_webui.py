@@ -24,9 +24,10 @@ import pytest
 HOSTS = {"a1111": "A1111_PATH", "forge": "FORGE_PATH", "reforge": "REFORGE_PATH"}
 REAL = {"modules.sd_samplers", "modules.sd_samplers_common", "modules.sd_samplers_kdiffusion", "modules.sd_schedulers",
         "modules.sd_samplers_extra", "modules.sd_samplers_cfg_denoiser", "backend.modules.k_prediction",
-        "modules.sd_samplers_kdiffusion_smea"}
+        "modules.sd_samplers_kdiffusion_smea", "backend.sampling.sampling_function", "backend.sampling.condition",
+        "backend.patcher.base"}
 PACKAGES = {"modules": "modules", "modules_forge": "modules_forge", "backend": "backend",
-            "backend.modules": "backend/modules"}
+            "backend.modules": "backend/modules", "backend.sampling": "backend/sampling", "backend.patcher": "backend/patcher"}
 STUBBED = ("modules", "modules_forge", "backend", "ldm", "sgm", "ldm_patched", "gradio", "lark")
 SIGMA_DATA = 0.5
 
@@ -42,6 +43,10 @@ def test_webui_registration(flavour):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["added"] == result["expected"] and result["second_call_added"] == 0
     assert result["samplers_visible"] and result["schedulers_listed"]
+    if flavour == "forge":
+        pulse = result["pulse"]
+        assert pulse["max_err"] < 1e-5 and pulse["chained_scales_ok"] and pulse["original_untouched"], pulse
+        assert pulse["uncond_where_unguided"] == 0 and pulse["uncond_where_guided"] > 0 and 0 < pulse["guided_levels"] < 7, pulse
     for run in result["runs"]:
         assert run["space"] == run["want_space"], run
         assert run["rel_err"] < 1e-6, run
@@ -67,6 +72,11 @@ class Stub(types.ModuleType):
 
     def __bool__(self):
         return False
+
+    def __lt__(self, other):
+        return False
+
+    __gt__ = __lt__
 
 
 class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -197,6 +207,9 @@ def probe(root, flavour):
     from samplerlab.samplers import REGISTRY
     from samplerlab.schedulers import REGISTRY as SCHEDULES
 
+    for name in ("sampling_prepare", "sampling_cleanup"):  # Forge's GPU memory management around a run
+        if hasattr(sd_samplers_kdiffusion, name):
+            setattr(sd_samplers_kdiffusion, name, lambda *a, **k: None)
     before = (len(sd_samplers.all_samplers), len(sd_schedulers.schedulers))
     names = webui.register_into(sd_samplers, sd_samplers_common, sd_samplers_kdiffusion, sd_schedulers)
     middle = (len(sd_samplers.all_samplers), len(sd_schedulers.schedulers))
@@ -213,7 +226,71 @@ def probe(root, flavour):
         shared.sd_model = sd_model
         for sampler, schedule in (("dpmpp_2m", "karras"), ("poisson_flow", "exponential"), ("euler", "linear_t")):
             result["runs"].append(run_one(sd_samplers, sampler, schedule, family, sd_model, want))
+    if flavour == "forge":
+        result["pulse"] = forge_pulse()
     print(json.dumps(result))
+
+
+def forge_pulse():
+    """A pulse patch on Forge's real ModelPatcher, run through Forge's real sampling_function_inner."""
+    import torch
+    from backend.modules.k_prediction import Prediction
+    from backend.patcher.base import ModelPatcher
+    from backend.sampling.condition import Condition
+    from backend.sampling.sampling_function import sampling_function_inner
+
+    from samplerlab.hosts import forge
+    from samplerlab.samplers.guidance import weight
+
+    calls = []
+
+    class Net(torch.nn.Module):
+        """Exact Gaussian denoiser whose mean is the conditioning's mean (cond 1, uncond 0)."""
+
+        def __init__(self):
+            super().__init__()
+            self.predictor = Prediction(prediction_type="epsilon")
+
+        def memory_required(self, input_shape):
+            return 0
+
+        def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **kw):
+            calls.append((float(t[0]), float(c_crossattn.mean())))
+            return direct(x, t, c_crossattn)
+
+    def direct(x, t, c):
+        mean = c.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+        return mean + gaussian("ve")(x - mean, t)
+
+    net = Net()
+    unet = ModelPatcher(net, torch.device("cpu"), torch.device("cpu"), size=1)
+    seen = []
+    unet.set_model_sampler_cfg_function(lambda args: seen.append(args["cond_scale"]) or args["input"] - (
+        args["uncond_denoised"] + args["cond_scale"] * (args["cond_denoised"] - args["uncond_denoised"])))
+    schedule = forge.pulse_schedule(unet, "gaussian", 0.5, 0.5, 1.0, 0.2, 0.6)
+    patched = forge.pulse_patch(unet, schedule)
+    plain = forge.pulse_patch(ModelPatcher(net, torch.device("cpu"), torch.device("cpu"), size=1), schedule)
+    c_on, c_off = torch.ones([1, 4, 8]), torch.zeros([1, 4, 8])
+    cond = [{"model_conds": {"c_crossattn": Condition(c_on)}}]
+    uncond = [{"model_conds": {"c_crossattn": Condition(c_off)}}]
+    x = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(2)) * 3
+    out = {"max_err": 0.0, "uncond_where_unguided": 0, "uncond_where_guided": 0, "guided_levels": 0,
+           "chained_scales_ok": True}
+    for sigma in (14.0, 6.0, 2.5, 1.2, 0.6, 0.2, 0.05):
+        s = torch.tensor([sigma])
+        w = float(weight(schedule, sigma, peak=5.0))
+        want = direct(x, s, c_off) + w * (direct(x, s, c_on) - direct(x, s, c_off))
+        for model in (plain, patched):
+            del calls[:], seen[:]
+            got = sampling_function_inner(model.model, x, s, uncond, cond, 5.0, model.model_options)
+            out["max_err"] = max(out["max_err"], float((got - want).abs().max()))
+            uncond_calls = sum(1 for _, m in calls if m == 0)
+            out["uncond_where_guided" if w != 1 else "uncond_where_unguided"] += uncond_calls
+            if model is patched and w != 1:
+                out["chained_scales_ok"] &= len(seen) == 1 and abs(seen[0] - w) < 1e-5 * w
+        out["guided_levels"] += w != 1
+    out["original_untouched"] = unet.model_options.get("sampler_pre_cfg_function") is None
+    return out
 
 
 def run_one(sd_samplers, sampler, schedule, family, sd_model, want):
@@ -320,3 +397,21 @@ def test_space_is_read_from_the_model_chain():
     assert space_of(ns(inner_model=ns(inner_model=ns(parameterization="v")))) == "ve"
     with pytest.raises(ValueError, match="parametrisation"):
         space_of(ns(inner_model=ns()))
+
+
+def test_forge_pulse_schedule_from_percents():
+    """Percents through the predictor's percent_to_sigma (flow levels turned VE); bad settings name the parameter."""
+    import math
+
+    from samplerlab.hosts import forge
+
+    flow = types.SimpleNamespace(model=types.SimpleNamespace(predictor=types.SimpleNamespace(
+        prediction_type="const", percent_to_sigma=lambda q: 1.0 - q)))
+    pulse = forge.pulse_schedule(flow, "cosine", 0.75, 0.4, 1.5, 0.2, 0.6)
+    assert math.isclose(pulse.center, 0.25 / 0.75) and (pulse.shape, pulse.width, pulse.base) == ("cosine", 0.4, 1.5)
+    interval = forge.pulse_schedule(flow, "interval", 0.5, 0.5, 1.0, 0.2, 0.6)
+    assert math.isclose(interval.sigma_hi, 0.8 / 0.2) and math.isclose(interval.sigma_lo, 0.4 / 0.6)
+    for bad, match in ((("ring", 0.5, 0.5, 1.0, 0.2, 0.6), "shape"), (("gaussian", 1.0, 0.5, 1.0, 0.2, 0.6), "center_percent"),
+                       (("interval", 0.5, 0.5, 1.0, 0.6, 0.2), "end_percent")):
+        with pytest.raises(ValueError, match=match):
+            forge.pulse_schedule(flow, *bad)
