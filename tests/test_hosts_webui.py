@@ -43,6 +43,7 @@ def test_webui_registration(flavour):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["added"] == result["expected"] and result["second_call_added"] == 0
     assert result["samplers_visible"] and result["schedulers_listed"]
+    assert result["infotext"] == ["sl_exp_pc", "sl_critical_window"]  # an infotext's Sampler / Schedule type read back
     if flavour == "forge":
         pulse = result["pulse"]
         assert pulse["max_err"] < 1e-5 and pulse["chained_scales_ok"] and pulse["original_untouched"], pulse
@@ -221,6 +222,7 @@ def probe(root, flavour):
               "samplers_visible": all(webui.PREFIX + n in visible for n in REGISTRY),
               "schedulers_listed": all(sd_schedulers.schedulers_map[webui.PREFIX + n].label == webui.PREFIX + n
                                        for n in SCHEDULES),
+              "infotext": list(sd_samplers.get_sampler_and_scheduler("sl_exp_pc", "sl_critical_window")),
               "names": names, "runs": []}
     for family, sd_model, want in models(flavour, root):
         shared.sd_model = sd_model
