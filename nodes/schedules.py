@@ -113,7 +113,8 @@ class CalibratedSchedule(io.ComfyNode):
                                    tooltip="The cfg the schedule will be used with."),
                     io.Combo.Input("solver", options=sorted(SAMPLERS), default="exp_multistep" if "exp_multistep" in SAMPLERS else "dpmpp_2m",
                                    tooltip="The samplerlab sampler the schedule is optimised for (use it with the same sampler)."),
-                    io.Int.Input("steps", default=8, min=1, max=60),
+                    io.Int.Input("steps", default=8, min=1, max=60,
+                                 tooltip="At most (reference_calls + 1) // 2 - 1 (99 at 200 calls): the levels are chosen among the reference's."),
                     io.Int.Input("seeds", default=2, min=1, max=16, tooltip="Latents in the calibration batch."),
                     io.Int.Input("reference_calls", default=200, min=3, max=200, tooltip="Model calls of the reference run."),
                     io.Combo.Input("mode", options=["reuse", "recalibrate"], default="reuse",
@@ -125,14 +126,21 @@ class CalibratedSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, cfg, solver, steps, seeds, reference_calls, mode, cache_dir=""):
+        cal.check_budget(steps, reference_calls)
         folder = cache_folder(cache_dir)
+        levels = sigma_range(model_sampling_of(model))
         key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
                "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": solver, "steps": int(steps),
                "seeds": int(seeds), "reference_calls": int(reference_calls), "space": space_of(model)}
-        found = cal.load_cached(folder, key) if mode == "reuse" else None
+        found = cal.load_cached(folder, key, levels) if mode == "reuse" else None
         if found is None:
+            cal.check_cache_dir(folder)
             found = calibrate_in_host(model, positive, negative, cfg, latent, solver, steps, seeds, reference_calls)
-            path = cal.save_cached(folder, key, found)
+            try:
+                path = cal.save_cached(folder, key, found)
+            except ValueError as e:  # the folder went bad during the run: keep the schedule, say why it is not cached
+                logging.warning("samplerlab: calibrated schedule not cached: %s", e)
+                path = "(not cached)"
             logging.info("samplerlab: calibrated %s, %d steps in %d model calls, %.1f s -> %s",
                          solver, steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
