@@ -8,16 +8,23 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
-def _ticks(lo, hi, log):
-    """Tick values between lo and hi: decades on a log axis, about five round numbers on a linear one."""
+def _ticks(lo, hi, log, integer=False):
+    """Tick values between lo and hi: decades on a log axis (1, 2, 5 times them within less than two decades),
+    about five round numbers on a linear one (whole numbers only when `integer`)."""
     if log:
-        return [10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) if lo - 1e-9 <= k <= hi + 1e-9]
+        ticks = [10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) if lo - 1e-9 <= k <= hi + 1e-9]
+        if len(ticks) < 2:
+            ticks = [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)
+                     if lo - 1e-9 <= k + math.log10(m) <= hi + 1e-9]
+        return ticks
     span = hi - lo
     step = 10 ** math.floor(math.log10(span / 5)) if span > 0 else 1.0
     for m in (1, 2, 5, 10):
         if span / (step * m) <= 6:
             step *= m
             break
+    if integer:
+        step = max(1, round(step))
     first = math.ceil(lo / step) * step
     return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
 
@@ -26,9 +33,11 @@ def _fmt(v):
     return f"{v:.0e}" if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-2) else f"{v:g}"
 
 
-def line_chart(series, title="", xlabel="", ylabel="", xlog=False, ylog=False, size=(640, 420)):
+def line_chart(series, title="", xlabel="", ylabel="", xlog=False, ylog=False, size=(640, 420), legend=True,
+               integer_x=False):
     """series: list of (label, xs, ys); points with a None, non-finite or (on a log axis) non-positive
-    coordinate are skipped. Returns an RGB PIL image."""
+    coordinate are skipped. Without `legend` the plot takes the whole width (small pictures stay readable);
+    `integer_x` puts ticks on whole numbers only (step counts). Returns an RGB PIL image."""
     def ok(v, log):
         return v is not None and math.isfinite(v) and (v > 0 or not log)
 
@@ -40,8 +49,9 @@ def line_chart(series, title="", xlabel="", ylabel="", xlog=False, ylog=False, s
     w, h = size
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    left, right, top, bottom = 64, w - 150, 24, h - 40
-    d.text((left, 6), title, fill="black")
+    left = 64 if w >= 400 else 40
+    left, right, top, bottom = left, w - 150 if legend else w - 10, 24, h - 40
+    d.text((max(left, 14 + 6 * len(ylabel)), 6), title, fill="black")  # right of the y label
     d.text(((left + right) // 2 - 3 * len(xlabel), h - 16), xlabel, fill="black")
     d.text((4, top - 18), ylabel, fill="black")
     d.rectangle([left, top, right, bottom], outline="black")
@@ -54,7 +64,7 @@ def line_chart(series, title="", xlabel="", ylabel="", xlog=False, ylog=False, s
     x0, x1, y0, y1 = x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
     px = lambda x: left + (x - x0) / (x1 - x0) * (right - left)
     py = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)
-    for t in _ticks(x0, x1, xlog):
+    for t in _ticks(x0, x1, xlog, integer_x and not xlog):
         v = math.log10(t) if xlog else t
         d.line([(px(v), bottom), (px(v), top)], fill=(225, 225, 225))
         d.text((px(v) - 12, bottom + 4), _fmt(t), fill="black")
@@ -70,6 +80,8 @@ def line_chart(series, title="", xlabel="", ylabel="", xlog=False, ylog=False, s
             d.line(xy, fill=color, width=2)
         for x, y in xy:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        if not legend:
+            continue
         ly = top + 4 + 16 * k
         d.line([(right + 8, ly + 6), (right + 26, ly + 6)], fill=color, width=3)
         d.text((right + 30, ly), str(label)[:18], fill="black")

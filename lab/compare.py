@@ -5,8 +5,11 @@ Every contender and the reference run once per seed from the same start (paired)
 (seed 1: reference, A, B, ...; seed 2: ...), so machine drift hits all alike. Per contender: model calls
 as counted by the host, wall time, RMSE and PSNR against the reference in latent space, SSIM in pixel
 space when a decoder is given; mean and Student-t 95% interval over samples, and the paired difference
-against the first contender. A contender that raises is reported as failed and the others go on.
+against the first contender. A contender that raises is reported as failed and the others go on; one
+whose output holds NaN or inf is a flagged "non-finite" column (its figures null in the strict JSON of
+`to_json`, flagged by path) and the others are reported as usual.
 """
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -58,10 +61,33 @@ class Result:
     finals: list = field(default_factory=list)
     pictures: list = field(default_factory=list)
     rows: list = field(default_factory=list)
+    nonfinite: int = 0
+    values: int = 0
 
     @property
     def ok(self):
         return self.error is None
+
+    @property
+    def finite(self):
+        return self.nonfinite == 0
+
+    @property
+    def status(self):
+        return "failed" if not self.ok else "ok" if self.finite else "non-finite"
+
+    @property
+    def problem(self):
+        """Why this run has no usable figures (None when it has): its exception, or its non-finite output."""
+        if not self.ok:
+            return self.error
+        return None if self.finite else f"non-finite output ({self.nonfinite} of {self.values} values NaN or inf)"
+
+
+def count_nonfinite(r, x):
+    """Record how many of x's values are NaN or inf in Result r."""
+    r.nonfinite += int((~torch.isfinite(x)).sum())
+    r.values += x.numel()
 
 
 def unique_labels(labels):
@@ -97,7 +123,7 @@ def preview(x, ref):
         x, ref = x[:, 0], ref[:, 0]
     x, ref = x.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
     lo, hi = float(ref.min()), float(ref.max())
-    x = ((x - lo) / (hi - lo if hi > lo else 1.0)).clamp(0, 1)
+    x = ((x - lo) / (hi - lo if hi > lo else 1.0)).clamp(0, 1).nan_to_num(0.0)
     x = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, *x.shape[1:])
     return x.permute(1, 2, 0)
 
@@ -124,6 +150,7 @@ def run_paired(entries, reference, seeds, decode=None, progress=None, fatal=(), 
     for seed in seeds:
         out, secs = timed(reference, seed)
         ref_x = out.x.detach().to("cpu", torch.float32)
+        count_nonfinite(ref, ref_x)
         ref_img = decode(ref_x) if decode is not None else None
         ref.calls.append(out.calls), ref.passes.append(out.passes), ref.seconds.append(secs)
         show = list(range(min(keep - kept, len(ref_x))))
@@ -137,6 +164,7 @@ def run_paired(entries, reference, seeds, decode=None, progress=None, fatal=(), 
                     out, secs = timed(e, seed)
                     x = out.x.detach().to("cpu", torch.float32)
                     same_shape(x, ref_x, "latent")
+                    count_nonfinite(r, x)
                     img = decode(x) if decode is not None else None
                     r.rmse.append(rmse(x, ref_x)), r.psnr.append(psnr(x, ref_x))
                     if img is not None:
@@ -175,16 +203,18 @@ def summary(ref, results, seeds, pixel_space):
     """The JSON-ready report: settings, the reference's cost, and per contender its status, counted
     model calls, time, RMSE / PSNR (latent) and SSIM (pixel) with 95% t-intervals, and the paired
     differences against the first contender that ran ("lower": samples where this one is lower)."""
-    base = next((r for r in results if r.ok), None)
+    base = next((r for r in results if r.ok and r.finite), None)
     rows = []
     for r in results:
-        row = {"label": r.label, "steps": r.steps, **r.meta, "status": "ok" if r.ok else "failed", "error": r.error}
+        row = {"label": r.label, "steps": r.steps, **r.meta, "status": r.status, "error": r.error}
+        if r.ok and not r.finite:
+            row.update(nonfinite_values=r.nonfinite, values=r.values)
         if r.ok:
             row.update(model_calls={**_stat(r.calls), "per_seed": r.calls}, seconds={**_stat(r.seconds), "per_seed": r.seconds},
                        rmse=_per_sample(r.rmse), psnr_db=_per_sample(r.psnr), ssim=_per_sample(r.ssim) if r.ssim else None)
             if None not in r.passes:
                 row["network_passes"] = {**_stat(r.passes), "per_seed": r.passes}
-            if base is not None and r is not base:
+            if base is not None and r is not base and r.finite:
                 cat = lambda v: torch.cat(v)
                 row["paired_vs"] = {"baseline": base.label, "rmse": paired(cat(r.rmse), cat(base.rmse)),
                                     "psnr_db": paired(cat(r.psnr), cat(base.psnr)),
@@ -192,8 +222,31 @@ def summary(ref, results, seeds, pixel_space):
         rows.append(row)
     ref_row = {"label": ref.label, "steps": ref.steps, **ref.meta, "model_calls": {**_stat(ref.calls), "per_seed": ref.calls},
                "seconds": {**_stat(ref.seconds), "per_seed": ref.seconds}}
+    if not ref.finite:
+        ref_row.update(status="non-finite", nonfinite_values=ref.nonfinite, values=ref.values)
     return {"kind": "samplerlab.compare", "version": 1, "seeds": list(seeds), "pixel_space": pixel_space,
             "interval": "95% Student t over samples (seeds x batch)", "reference": ref_row, "contenders": rows}
+
+
+def strict(value, path="", flagged=None):
+    """(value with every NaN / inf float replaced by None, [paths of the replaced ones]) for strict JSON."""
+    flagged = [] if flagged is None else flagged
+    if isinstance(value, float) and not math.isfinite(value):
+        flagged.append(path or ".")
+        return None, flagged
+    if isinstance(value, dict):
+        return {k: strict(v, f"{path}.{k}" if path else str(k), flagged)[0] for k, v in value.items()}, flagged
+    if isinstance(value, (list, tuple)):
+        return [strict(v, f"{path}[{i}]", flagged)[0] for i, v in enumerate(value)], flagged
+    return value, flagged
+
+
+def to_json(report, **kw):
+    """The report as strict JSON (allow_nan=False): non-finite numbers are null and listed under "nonfinite"."""
+    clean, flagged = strict(report)
+    if flagged:
+        clean["nonfinite"] = flagged
+    return json.dumps(clean, allow_nan=False, **kw)
 
 
 def markdown(report):
@@ -202,8 +255,12 @@ def markdown(report):
     lines = ["| contender | steps | model calls | seconds | RMSE | PSNR dB | " + ("SSIM | " if ssim_col else "") + "paired dRMSE vs first |",
              "|---|---|---|---|---|---|" + ("---|" if ssim_col else "") + "---|"]
     for row in report["contenders"]:
-        if row["status"] != "ok":
+        if row["status"] == "failed":
             lines.append(f"| {row['label']} | {row['steps']} | failed: {row['error']} |")
+            continue
+        if row["status"] == "non-finite":
+            lines.append(f"| {row['label']} | {row['steps']} | {row['model_calls']['mean']:g} | non-finite output: "
+                         f"{row['nonfinite_values']} of {row['values']} values NaN or inf |")
             continue
         ci = lambda s, f: f"{s['mean']:{f}} ± {s['ci95']:{f}}"
         pv = row.get("paired_vs")
@@ -216,7 +273,7 @@ def markdown(report):
 
 def _pil(pic):
     """An [H, W, C] picture in [0, 1] as a PIL tile, fitted into TILE x TILE pixels."""
-    im = images.to_image(pic.detach().to("cpu", torch.float64).permute(2, 0, 1) * 2 - 1)
+    im = images.to_image(pic.detach().to("cpu", torch.float64).nan_to_num(0.0, 1.0, 0.0).permute(2, 0, 1) * 2 - 1)
     scale = TILE / max(im.size)
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.NEAREST)
 
@@ -238,7 +295,8 @@ def grid_picture(ref, results):
     columns = [tiles_ref]
     for r in results:
         if r.ok:
-            cols.append(f"{r.label}\n{r.steps} st, {sum(r.calls) / len(r.calls):g} calls\nRMSE {_stat(r.rmse)['mean']:.2e}")
+            figure = f"RMSE {_stat(r.rmse)['mean']:.2e}" if r.finite else f"NON-FINITE: {r.nonfinite} values"
+            cols.append(f"{r.label}\n{r.steps} st, {sum(r.calls) / len(r.calls):g} calls\n{figure}")
             columns.append([_pil(p) for p in r.pictures])
         else:
             cols.append(f"{r.label}\nFAILED")
@@ -248,14 +306,18 @@ def grid_picture(ref, results):
 
 
 COLORMAP = torch.tensor([[0, 0, 4], [80, 18, 123], [183, 55, 121], [251, 136, 97], [252, 253, 191]], dtype=torch.float64) / 255
+NONFINITE_COLOR = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)  # bright green: NaN or inf, off the ramp
 
 
 def colorize(v, vmax):
-    """Values [H, W] >= 0 through a magma-like ramp (5 anchors, linear between them), 0..vmax."""
-    t = (v.to(torch.float64) / (vmax if vmax > 0 else 1.0)).clamp(0, 1) * (len(COLORMAP) - 1)
+    """Values [H, W] >= 0 through a magma-like ramp (5 anchors, linear between them), 0..vmax; NaN and inf
+    pixels in NONFINITE_COLOR."""
+    v = v.to(torch.float64)
+    finite = torch.isfinite(v)
+    t = (v.nan_to_num(0.0, 0.0, 0.0) / (vmax if vmax > 0 else 1.0)).clamp(0, 1) * (len(COLORMAP) - 1)
     k = t.floor().long().clamp(max=len(COLORMAP) - 2)
     w = (t - k)[..., None]
-    return COLORMAP[k] * (1 - w) + COLORMAP[k + 1] * w
+    return torch.where(finite[..., None], COLORMAP[k] * (1 - w) + COLORMAP[k + 1] * w, NONFINITE_COLOR)
 
 
 def heatmap_picture(ref, results, pixel_space):
@@ -273,12 +335,13 @@ def heatmap_picture(ref, results, pixel_space):
         return (a - b).abs().mean(0)
 
     diffs = {r.label: [diff(r, j) for j in range(len(ref.pictures))] for r in ok}
-    vmax = max(float(d.max()) for ds in diffs.values() for d in ds)
+    vmax = max([float(d[torch.isfinite(d)].max()) for ds in diffs.values() for d in ds if bool(torch.isfinite(d).any())] or [0.0])
     size = _pil(ref.pictures[0]).size
     cols, columns = [], []
     for r in results:
         if r in ok:
-            cols.append(f"|{r.label} - ref|\nmax {vmax:.2e}\n{'pixels' if pixel_space else 'latent'}")
+            flag = f"NON-FINITE: {r.nonfinite} values" if not r.finite else f"max {vmax:.2e}"
+            cols.append(f"|{r.label} - ref|\n{flag}\n{'pixels' if pixel_space else 'latent'}")
             columns.append([_pil(colorize(d, vmax)).resize(size, Image.NEAREST) for d in diffs[r.label]])
         else:
             cols.append(f"{r.label}\nFAILED")
@@ -314,7 +377,7 @@ def sweep_records(ref, results, context="host", space="ve"):
     calls, error = mean RMSE against the reference, with its t-interval."""
     records = []
     for r in results:
-        if r.ok:
+        if r.ok and r.finite:
             err = _stat(r.rmse)
             records.append(Record(context, space, r.meta.get("contender", r.label), r.meta.get("schedule", ""), r.steps,
                                   r.steps, round(sum(r.calls) / len(r.calls)), err["mean"], err["ci95"],

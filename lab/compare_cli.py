@@ -1,7 +1,6 @@
 """`python -m samplerlab compare`: the A/B comparison of the ComfyUI nodes on the lab's problems
 (same engine: lab/compare.py), with counted model calls, paired seeds, a reference solve or the exact
 solution, pictures for image-like problems, a convergence sweep and a trajectory inspection."""
-import json
 from pathlib import Path
 
 import torch
@@ -102,7 +101,7 @@ def cmd_compare(args):
         ref, results = compare.compare(entries, reference, seeds, decode, progress)
     report = compare.summary(ref, results, seeds, decode is not None)
     report.update(problem=args.problem, space=args.space)
-    (out / "compare.json").write_text(json.dumps(report, indent=1))
+    (out / "compare.json").write_text(compare.to_json(report, indent=1))
     table = compare.markdown(report)
     (out / "compare.md").write_text(table + "\n")
     wrote += ["compare.json", "compare.md"]
@@ -121,9 +120,9 @@ def cmd_compare(args):
         with bar:
             ref_s, res_s = compare.run_paired(sweep, reference, seeds, None, progress, keep=0)
         records = compare.sweep_records(ref_s, res_s, args.problem, args.space)
-        table = compare.sweep_table(records, [(r.label, r.error) for r in res_s if not r.ok])
+        table = compare.sweep_table(records, [(r.label, r.problem) for r in res_s if r.problem])
         (out / "sweep.md").write_text(table + "\n")
-        (out / "sweep.json").write_text(json.dumps({"kind": "samplerlab.sweep", "problem": args.problem, "space": args.space,
+        (out / "sweep.json").write_text(compare.to_json({"kind": "samplerlab.sweep", "problem": args.problem, "space": args.space,
                                                     "reference": ref_s.label, "seeds": seeds,
                                                     "records": [r.__dict__ for r in records]}, indent=1))
         compare.sweep_chart(records).save(out / "sweep.png")
@@ -138,7 +137,7 @@ def cmd_compare(args):
         entry = lab.entry(n, s, k, record=lambda d: x0s.append(d["denoised"].detach().clone()))
         entry.run(seeds[0], lambda i: None)
         t = compare.trajectory(x0s, lab.sigmas(s, k).tolist(), args.space, args.bands)
-        (out / "trajectory.json").write_text(json.dumps(t, indent=1))
+        (out / "trajectory.json").write_text(compare.to_json(t, indent=1))
         compare.trajectory_chart(t, entry.label).save(out / "trajectory.png")
         wrote += ["trajectory.json", "trajectory.png"]
         print(f"\ntrajectory of {entry.label}, seed {seeds[0]}: x0 speed peaks at step {t['peak_speed_step']} "

@@ -9,7 +9,6 @@ the denoiser evaluations the sampler asks for, an APPLY_MODEL wrapper counts net
 without it SSIM is not measured and pictures are latent previews (first three channels).
 """
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -171,7 +170,7 @@ def write_json(kind, data):
     folder.mkdir(parents=True, exist_ok=True)
     n = 1 + max([int(p.stem.rsplit("_", 1)[1]) for p in folder.glob(f"{kind}_*.json") if p.stem.rsplit("_", 1)[1].isdigit()] or [0])
     path = folder / f"{kind}_{n:05d}.json"
-    path.write_text(json.dumps({**data, "path": str(path)}, indent=1))
+    path.write_text(compare.to_json({**data, "path": str(path)}, indent=1))
     return path
 
 
@@ -246,7 +245,7 @@ class SamplerLabCompare(io.ComfyNode):
         grid = compare.grid_picture(ref, results)
         heat = compare.heatmap_picture(ref, results, decode is not None) or blank("no contender ran")
         grid_t = to_image(grid)
-        return io.NodeOutput(grid_t, to_image(heat), json.dumps(report, indent=1), ui=ui.PreviewImage(grid_t, cls=cls))
+        return io.NodeOutput(grid_t, to_image(heat), compare.to_json(report, indent=1), ui=ui.PreviewImage(grid_t, cls=cls))
 
 
 def parse_steps(text):
@@ -295,9 +294,9 @@ class SamplerLabConvergenceSweep(io.ComfyNode):
         compare.check_entries(entries, reference_entry, seed_list, minimum=1)
         ref, results = compare.run_paired(entries, reference_entry, seed_list, None, progress_bar(), FATAL, keep=0)
         records = compare.sweep_records(ref, results, "comfyui", space_of(model))
-        table = compare.sweep_table(records, [(r.label, r.error) for r in results if not r.ok])
+        table = compare.sweep_table(records, [(r.label, r.problem) for r in results if r.problem])
         write_json("sweep", {"kind": "samplerlab.sweep", "reference": ref.label, "seeds": seed_list, "schedule": schedule,
-                             "records": [r.__dict__ for r in records], "failed": {r.label: r.error for r in results if not r.ok},
+                             "records": [r.__dict__ for r in records], "failed": {r.label: r.problem for r in results if r.problem},
                              "table": table})
         plot = to_image(compare.sweep_chart(records))
         return io.NodeOutput(plot, table, ui=ui.PreviewImage(plot, cls=cls))
@@ -329,7 +328,7 @@ class SamplerLabTrajectory(io.ComfyNode):
         t = compare.trajectory([x0s[i] for i in sorted(x0s)], contender.sigmas.tolist(), space, bands)
         t["label"] = contender.label
         plot = to_image(compare.trajectory_chart(t, contender.label))
-        return io.NodeOutput(plot, json.dumps(t), ui=ui.PreviewImage(plot, cls=cls))
+        return io.NodeOutput(plot, compare.to_json(t), ui=ui.PreviewImage(plot, cls=cls))
 
 
 NODES = [SamplerLabContender, SamplerLabCompare, SamplerLabConvergenceSweep, SamplerLabTrajectory]

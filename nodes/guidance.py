@@ -11,7 +11,7 @@ import comfy.samplers
 import torch
 from comfy_api.latest import io
 
-from ..samplers.critical import estimate_sigma_c
+from ..samplers.critical import probe_sigma_c, unmeasured_reason
 from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, curve, percent_at_sigma, sigma_at_percent
 from ..samplers.space import FLOW, resolve
 from .host import space_of
@@ -281,7 +281,7 @@ class CriticalLevel(io.ComfyNode):
         found = {}
 
         def pilot(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
-            found["sigma_c"] = estimate_sigma_c(model_k, x, sigmas, space, probes, extra_args=extra_args)
+            found["probe"] = probe_sigma_c(model_k, x, sigmas, space, probes, extra_args=extra_args)
             return x
 
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
@@ -290,12 +290,18 @@ class CriticalLevel(io.ComfyNode):
         guider.set_cfg(1.0)
         guider.sample(comfy.sample.prepare_noise(latent, seed), latent, comfy.samplers.KSAMPLER(pilot), sigmas,
                       disable_pbar=True, seed=seed)
-        ve = found["sigma_c"]
+        probe = found["probe"]
+        reason = unmeasured_reason(probe)
+        if reason is not None:
+            raise ValueError(f"steps: with steps = {steps} {reason}; more steps put more levels above sigma_c")
+        ve = probe.sigma_c[probe.measured]  # samples whose probes only bound sigma_c are left out (and counted)
+        bounded = int((~probe.measured).sum())
         t_c = FLOW.from_ve(float(ve.median()))
         host = resolve(space).from_ve(float(ve.median()))
         percent = percent_at_sigma(host, ms.percent_to_sigma)
         report = (f"sigma_c = {host:.4g} (host level; VE {float(ve.median()):.4g}, samples {float(ve.min()):.4g}.."
-                  f"{float(ve.max()):.4g}) at {100 * percent:.1f}% of the schedule, from {probes} probes")
+                  f"{float(ve.max()):.4g}) at {100 * percent:.1f}% of the schedule, from {probes} probes"
+                  + (f"; {bounded} of {len(probe.measured)} samples left out (their probes only bound sigma_c)" if bounded else ""))
         LOG.info("samplerlab critical level: %s", report)
         return io.NodeOutput(host, percent, t_c, report, ui={"text": (report,)})
 

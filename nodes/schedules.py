@@ -8,7 +8,6 @@ patches (LoRAs) on the ModelPatcher; plus the conditioning (its tensors hashed),
 solver, steps, seeds and the reference budget. Change any of these and the schedule is recalibrated.
 """
 import hashlib
-import io as bytes_io
 import json
 import logging
 import os
@@ -21,8 +20,8 @@ import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io
-from PIL import Image
 
+from ..lab import charts
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
 from ..schedulers import calibrate as cal
@@ -113,7 +112,8 @@ class CalibratedSchedule(io.ComfyNode):
                                    tooltip="The cfg the schedule will be used with."),
                     io.Combo.Input("solver", options=sorted(SAMPLERS), default="exp_multistep" if "exp_multistep" in SAMPLERS else "dpmpp_2m",
                                    tooltip="The samplerlab sampler the schedule is optimised for (use it with the same sampler)."),
-                    io.Int.Input("steps", default=8, min=1, max=60),
+                    io.Int.Input("steps", default=8, min=1, max=60,
+                                 tooltip="At most (reference_calls + 1) // 2 - 1 (99 at 200 calls): the levels are chosen among the reference's."),
                     io.Int.Input("seeds", default=2, min=1, max=16, tooltip="Latents in the calibration batch."),
                     io.Int.Input("reference_calls", default=200, min=3, max=200, tooltip="Model calls of the reference run."),
                     io.Combo.Input("mode", options=["reuse", "recalibrate"], default="reuse",
@@ -125,14 +125,21 @@ class CalibratedSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, cfg, solver, steps, seeds, reference_calls, mode, cache_dir=""):
+        cal.check_budget(steps, reference_calls)
         folder = cache_folder(cache_dir)
+        levels = sigma_range(model_sampling_of(model))
         key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
                "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": solver, "steps": int(steps),
                "seeds": int(seeds), "reference_calls": int(reference_calls), "space": space_of(model)}
-        found = cal.load_cached(folder, key) if mode == "reuse" else None
+        found = cal.load_cached(folder, key, levels) if mode == "reuse" else None
         if found is None:
+            cal.check_cache_dir(folder)
             found = calibrate_in_host(model, positive, negative, cfg, latent, solver, steps, seeds, reference_calls)
-            path = cal.save_cached(folder, key, found)
+            try:
+                path = cal.save_cached(folder, key, found)
+            except ValueError as e:  # the folder went bad during the run: keep the schedule, say why it is not cached
+                logging.warning("samplerlab: calibrated schedule not cached: %s", e)
+                path = "(not cached)"
             logging.info("samplerlab: calibrated %s, %d steps in %d model calls, %.1f s -> %s",
                          solver, steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
@@ -140,28 +147,16 @@ class CalibratedSchedule(io.ComfyNode):
 
 
 def sigmas_picture(sigmas, width=512, height=320):
-    """log sigma against step as an IMAGE tensor [1, H, W, 3] in [0, 1] (matplotlib; the final 0 is left out)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """log sigma against step as an IMAGE tensor [1, H, W, 3] in [0, 1], drawn with PIL (lab.charts; ComfyUI
+    ships no matplotlib); the final 0 is left out, x ticks on whole steps."""
     s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     if s.numel() < 2 or not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
         raise ValueError(f"sigmas must be at least two finite levels >= 0, got {s.tolist()}")
-    pos = s[s > 0]
-    fig, ax = plt.subplots(figsize=(width / 100, height / 100), dpi=100)
-    ax.semilogy(range(len(pos)), pos.tolist(), "o-", ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("sigma (log)")
-    ax.set_title(f"{len(s) - 1} steps, {float(s[0]):.4g} -> {float(s[-1]):.4g}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buf = bytes_io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    img = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(img)[None]
+    pos = s[s > 0].tolist()
+    title = f"{len(s) - 1} steps" + (f", {float(s[0]):.4g} -> {float(s[-1]):.4g}" if width >= 256 else "")
+    img = charts.line_chart([("sigma", list(range(len(pos))), pos)], title, "step", "sigma", ylog=True,
+                            size=(width, height), legend=False, integer_x=True)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
 class PlotSigmas(io.ComfyNode):

@@ -58,8 +58,8 @@ class JVPProbe:
     (g clamped to [1e-6, 1 - 1e-6]), then v <- J v / ||J v||. A Rayleigh quotient of the symmetric J is a lower
     bound of its top eigenvalue; g >= 1/2 means the level is already at or past sigma_c, where the sample has left
     the Gaussian regime, so such a probe only gives the bound Lambda >= sigma^2. The largest Lambda_hat over the
-    probed levels is kept. Each sample's estimate depends on that sample alone.
-    At most `probes` levels are probed.
+    probed levels is kept, and `measured` [B] says where at least one probe had g < 1/2 (elsewhere the estimate
+    is only that bound). Each sample's estimate depends on that sample alone. At most `probes` levels are probed.
     """
 
     def __init__(self, space="ve", probes=4, scale=0.1):
@@ -68,7 +68,7 @@ class JVPProbe:
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 1):
             raise ValueError(f"probe_scale must be in (0, 1], got {scale!r}")
         self.space, self.probes, self.scale = resolve(space), probes, float(scale)
-        self.v, self.lam_hat, self.done, self.levels = None, None, 0, []
+        self.v, self.lam_hat, self.measured, self.done, self.levels = None, None, None, 0, []
 
     def wants(self, s: float) -> bool:
         """Whether host level s is still to be probed (never at s = 0 nor where alpha = 0)."""
@@ -92,6 +92,7 @@ class JVPProbe:
         sigma2 = self.space.to_ve(s) ** 2
         lam_hat = torch.where(g < 0.5, sigma2 * g / (1 - g), torch.full_like(g, sigma2))
         self.lam_hat = lam_hat if self.lam_hat is None else torch.maximum(self.lam_hat, lam_hat)
+        self.measured = (g < 0.5) if self.measured is None else self.measured | (g < 0.5)
         norm = jv.norm(dim=1, keepdim=True)
         self.v = torch.where(norm > 0, jv / norm.clamp_min(1e-300), self.v)
         self.done += 1
@@ -134,11 +135,11 @@ class SpeedTracker:
         return self.peak
 
 
-def estimate_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_args=None):
-    """Per-sample sigma_c [B] (VE units, float64) of the denoiser `model(x, sigma_batch, **extra_args)` from the
-    noised start x at sigmas[0]: x follows first-order (DDIM) steps and the first `probes` usable levels after the
-    first are probed (2 calls each; the first direction is D_i - D_{i-1}, one power-iteration step on the noise in
-    the Gaussian regime). Reusable by schedules: sigma_c of the model at hand before sampling."""
+def probe_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_args=None):
+    """The JVPProbe after probing the denoiser `model(x, sigma_batch, **extra_args)` from the noised start x at
+    sigmas[0]: x follows first-order (DDIM) steps and the first `probes` usable levels after the first are probed
+    (2 calls each; the first direction is D_i - D_{i-1}, one power-iteration step on the noise in the Gaussian
+    regime). No level after the first: a ValueError naming sigmas."""
     space = resolve(space)
     s = check_sigmas(sigmas, space)
     probe = JVPProbe(space, probes, scale)
@@ -152,5 +153,26 @@ def estimate_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_ar
             probe.update(x, s[i], d, model(probe.point(x, s[i], d - prev), ones * s[i], **extra_args))
         x, prev = ddim(space, x, d, s[i], s[i + 1]), d
     if probe.sigma_c is None:
-        raise ValueError(f"sigmas must hold at least one level with 0 < s < {space.max_level()} to probe, got {s}")
+        raise ValueError(f"sigmas must hold at least one level with 0 < s < {space.max_level()} after the first to probe, got {s}")
+    return probe
+
+
+def unmeasured_reason(probe):
+    """Why no sample's sigma_c was measured (every probe had g >= 1/2), or None when some sample's was."""
+    if bool(probe.measured.any()):
+        return None
+    levels = ", ".join(f"{probe.space.to_ve(v):.4g}" for v in probe.levels)
+    return (f"sigma_c cannot be measured: at every probed level (VE sigma {levels}) the denoiser's gain is >= 1/2, so "
+            f"each lies at or below sigma_c and gives only the bound sigma_c >= {max(probe.space.to_ve(v) for v in probe.levels):.4g}; "
+            "probe higher levels (the first level only starts the direction)")
+
+
+def estimate_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_args=None):
+    """Per-sample sigma_c [B] (VE units, float64) by `probe_sigma_c`; where a sample's probes all had g >= 1/2 its
+    value is the bound sigma_c >= its highest probed level, and a ValueError naming sigmas when that holds for
+    every sample (nothing measured). Reusable by schedules: sigma_c of the model at hand before sampling."""
+    probe = probe_sigma_c(model, x, sigmas, space, probes, scale, extra_args)
+    reason = unmeasured_reason(probe)
+    if reason is not None:
+        raise ValueError(f"sigmas: {reason}")
     return probe.sigma_c

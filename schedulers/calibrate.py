@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -28,7 +29,7 @@ import torch
 
 from ..samplers import REGISTRY as SAMPLERS
 from ..samplers.space import resolve
-from .registry import REGISTRY, check_range
+from .registry import REGISTRY, check_range, first_tie
 
 F64 = torch.float64
 
@@ -46,9 +47,32 @@ class Reference:
     x_end: torch.Tensor
 
 
+def teacher_steps(calls):
+    """Heun steps of the teacher grid for `calls` model calls (2 per step, 1 on the last step to 0)."""
+    return max(2, (calls + 1) // 2)
+
+
+def max_steps(reference_calls):
+    """The most steps a schedule calibrated on a `reference_calls` reference can have: its path must skip at
+    least one teacher level (steps < len(grid) - 1)."""
+    return teacher_steps(reference_calls) - 1
+
+
+def check_budget(steps, reference_calls):
+    """reference_calls as an int once it is an integer in [3, 200] and steps <= max_steps(reference_calls); a
+    ValueError naming the parameter otherwise (before any model call)."""
+    if isinstance(reference_calls, bool) or not isinstance(reference_calls, numbers.Integral) or not 3 <= reference_calls <= 200:
+        raise ValueError(f"reference_calls must be an integer in [3, 200], got {reference_calls!r}")
+    reference_calls = int(reference_calls)
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= max_steps(reference_calls):
+        raise ValueError(f"steps must be an integer in [1, {max_steps(reference_calls)}] with reference_calls = {reference_calls} "
+                         f"(the schedule is chosen among the reference's {teacher_steps(reference_calls) + 1} levels), got {steps!r}")
+    return reference_calls
+
+
 def teacher_grid(sigma_min, sigma_max, calls, space):
-    """Heun's grid for `calls` model calls (2 per step, 1 on the last step to 0): Karras rho = 7 levels."""
-    steps = max(2, (calls + 1) // 2)
+    """Heun's grid for `calls` model calls (`teacher_steps`): Karras rho = 7 levels."""
+    steps = teacher_steps(calls)
     return REGISTRY["karras"].fn(steps, sigma_min, sigma_max, space=space).tolist()
 
 
@@ -135,7 +159,10 @@ def search(ref, solver, steps, space="ve", options=None, candidates=32, progress
     space, options = resolve(space).name, dict(options or {})
     model = surrogate(ref)
     last = len(ref.s) - 1
-    grid = sorted(set(round(v) for v in torch.linspace(0, last - 1, min(candidates, last)).tolist()))
+    if not 1 <= steps < last:
+        raise ValueError(f"steps must be an integer in [1, {last - 1}] for this reference, got {steps!r}")
+    count = min(max(candidates, steps), last)  # a path of `steps` levels needs steps grid levels before the last
+    grid = sorted(set(round(v) for v in torch.linspace(0, last - 1, count).tolist()))
     best = {0: ([0], 0.0)}
     for k in range(1, steps + 1):
         targets = [last] if k == steps else [j for j in grid if j >= k]
@@ -193,8 +220,9 @@ def calibrate(model, x_T, sigma_min, sigma_max, solver, steps, space="ve", extra
     x_T [B, ...] at sigma_max: `reference`, then `choose`. progress(stage, done, total) is called along the
     way and may raise to cancel."""
     check_range(steps, sigma_min, sigma_max)
-    if not 3 <= reference_calls <= 200:
-        raise ValueError(f"reference_calls must be in [3, 200], got {reference_calls!r}")
+    reference_calls = check_budget(steps, reference_calls)
+    if solver not in SAMPLERS:
+        raise ValueError(f"solver must be one of {sorted(SAMPLERS)}, got {solver!r}")
     t0 = time.perf_counter()
     ref = reference(model, x_T, sigma_min, sigma_max, space, extra_args, reference_calls, _stage(progress, "reference"))
     cal = choose(model, x_T, ref, solver, steps, space, extra_args, options, progress)
@@ -247,37 +275,91 @@ def cache_path(directory, key: dict) -> Path:
     return Path(directory) / f"{key.get('solver', 'schedule')}-{key.get('steps', 0)}-{digest}.json"
 
 
-def load_cached(directory, key: dict):
-    """The cached Calibration for `key`, or None when absent; a corrupt or foreign file is ignored with a
-    warning (it will be recomputed and overwritten)."""
-    path = cache_path(directory, key)
-    if not path.exists():
-        return None
+def check_cache_dir(directory) -> Path:
+    """The cache folder as a Path once it is (or can be made) a writable directory: created if missing and probed
+    with a temporary file. A ValueError naming cache_dir otherwise (a file, a read-only or missing parent, a path
+    under /proc, ...); call it before calibrating so that a finished calibration is never lost to a bad folder."""
+    folder = Path(directory)
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT or data.get("key") != json.loads(json.dumps(key, sort_keys=True)):
-            raise ValueError("written for another model, solver or format")
-        cal = Calibration(**data["calibration"])
-        s = cal.sigmas
-        if len(s) != cal.steps + 1 or s[-1] != 0 or not all(math.isfinite(v) and a > b for v, a, b in zip(s, s, s[1:])):
-            raise ValueError("its sigmas are not a descending schedule ending in 0")
-        return cal
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is not a directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cache_dir {str(folder)!r} cannot hold the calibration cache ({type(e).__name__}: {e}); "
+                         "choose a writable folder") from e
+    return folder
+
+
+def _number(v, name, low=-math.inf, high=math.inf, integer=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        raise ValueError(f"{name} is {v!r}, not {'an integer' if integer else 'a number'}")
+    if not (math.isfinite(v) and low <= v <= high):
+        raise ValueError(f"{name} = {v!r} is outside [{low}, {high}]")
+    return v
+
+
+def validated(data, key: dict, levels=None) -> Calibration:
+    """The Calibration in a parsed cache file, once format, key, field types and the schedule check out:
+    steps + 1 finite numbers strictly descending in float32 (`registry.first_tie`) to a final 0, starting at the
+    model's sigma_max when levels = (sigma_min, sigma_max) is given. A ValueError saying what is wrong otherwise."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError("not a samplerlab calibration file")
+    if data.get("key") != json.loads(json.dumps(key, sort_keys=True)):
+        raise ValueError("written for another model, solver or format")
+    fields = data.get("calibration")
+    if not isinstance(fields, dict) or set(fields) != set(Calibration.__dataclass_fields__):
+        raise ValueError(f"its calibration fields are not {sorted(Calibration.__dataclass_fields__)}")
+    cal = Calibration(**fields)
+    if not isinstance(cal.solver, str) or cal.solver != key.get("solver", cal.solver):
+        raise ValueError(f"solver is {cal.solver!r}")
+    _number(cal.steps, "steps", 1, key.get("steps", math.inf), integer=True)
+    _number(cal.model_calls, "model_calls", 0, integer=True)
+    _number(cal.seconds, "seconds", 0)
+    _number(cal.error, "error", 0)
+    s = cal.sigmas
+    if not isinstance(s, list) or len(s) != cal.steps + 1:
+        raise ValueError(f"sigmas is not a list of steps + 1 = {cal.steps + 1} levels")
+    for v in s:
+        _number(v, "a sigma", 0, 3e38)
+    if s[-1] != 0 or first_tie(torch.tensor(s, dtype=F64)) is not None:
+        raise ValueError("its sigmas are not a strictly descending schedule ending in 0")
+    if levels is not None and not (math.isclose(s[0], levels[1], rel_tol=1e-6) and min(s[:-1]) >= levels[0] * (1 - 1e-6)):
+        raise ValueError(f"its sigmas {s[0]:.6g}..{min(s[:-1]):.6g} leave the model's range [{levels[0]:.6g}, {levels[1]:.6g}]")
+    return cal
+
+
+def load_cached(directory, key: dict, levels=None):
+    """The cached Calibration for `key`, or None when absent; a corrupt, foreign or unreadable file (or a
+    directory in its place) is ignored with a warning (it will be recomputed). `levels` = (sigma_min,
+    sigma_max) of the model, when known, is checked too (`validated`)."""
+    path = cache_path(directory, key)
+    try:
+        if not path.exists():
+            return None
+        return validated(json.loads(path.read_text()), key, levels)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError, UnicodeDecodeError) as e:
         logging.warning("samplerlab: calibration cache %s is unusable (%s); recalibrating", path, e)
         return None
 
 
 def save_cached(directory, key: dict, cal: Calibration) -> Path:
-    """Write the calibration as JSON atomically (a temporary file in the same directory, then os.replace)."""
+    """Write the calibration as JSON atomically (a temporary file in the same directory, then os.replace); a
+    ValueError naming cache_dir when it cannot be written (the caller still holds `cal`)."""
     path = cache_path(directory, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": FORMAT, "key": key, "calibration": asdict(cal)}, indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    text = json.dumps({"format": FORMAT, "key": key, "calibration": asdict(cal)}, indent=1, sort_keys=True, allow_nan=False)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise ValueError(f"cache_dir {str(directory)!r}: cannot write {path.name} ({type(e).__name__}: {e})") from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     return path

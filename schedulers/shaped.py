@@ -9,7 +9,7 @@ import torch
 
 from ..samplers.registry import Param
 from .basic import _ramp
-from .registry import register
+from .registry import first_tie, register
 
 F64 = torch.float64
 RHO = Param(7.0, 0.5, 20.0, 0.1, "Curvature of the Karras base schedule (EDM: 7).")
@@ -17,14 +17,29 @@ RHO = Param(7.0, 0.5, 20.0, 0.1, "Curvature of the Karras base schedule (EDM: 7)
 
 @register("polyexponential", params={"rho": Param(1.0, 0.1, 10.0, 0.1, "1 = exponential; larger spends more steps at low noise.")})
 def polyexponential(n, sigma_min, sigma_max, rho):
-    """k-diffusion's polyexponential: log sigma_i = log sigma_min + (1 - i/(n-1))^rho (log sigma_max - log sigma_min)."""
+    """k-diffusion's polyexponential: log sigma_i = log sigma_min + (1 - i/(n-1))^rho (log sigma_max - log sigma_min).
+
+    For rho > 1 the ramp flattens at sigma_min (the last gap is (1/(n-1))^rho of the log range), so a large rho
+    at many steps repeats levels in float32: a ValueError naming rho and the largest rho that works there.
+    """
     lo, hi = math.log(sigma_min), math.log(sigma_max)
-    return (lo + (1 - _ramp(n)) ** rho * (hi - lo)).exp()
+
+    def levels(r):
+        return (lo + (1 - _ramp(n)) ** r * (hi - lo)).exp()
+
+    if first_tie(levels(rho)) is not None and first_tie(levels(1.0)) is None:
+        ok, bad = 1.0, rho
+        for _ in range(20):
+            mid = (ok + bad) / 2
+            ok, bad = (mid, bad) if first_tie(levels(mid)) is None else (ok, mid)
+        raise ValueError(f"rho: polyexponential with rho = {rho} at {n} steps on [{sigma_min}, {sigma_max}] repeats levels near "
+                         f"sigma_min in float32; rho must be in [0.1, {math.floor(ok * 100) / 100}] at {n} steps")
+    return levels(rho)
 
 
 def _log_ve(space, levels):
     """log of the VE level sigma / alpha of host levels (+inf at a flow's t = 1)."""
-    return torch.tensor([math.log(space.to_ve(v)) if space.alpha(v) > 0 else math.inf for v in levels.tolist()], dtype=F64)
+    return levels.log() - (1 - levels).log() if space.flow else levels.log()
 
 
 def _quantiles(cdf, u, n):
