@@ -34,6 +34,10 @@ from .stepping import Stepper
 
 START_STEP = 0.4
 """The first step in lambda, and the step after a flow model's first step from s = 1 (to sigma_VE = 10)."""
+START_SHARE = 0.25
+"""A flow model's first step from s = 1 is accepted once moving it out again would leave the remaining lambda
+span more than this per remaining call. Chosen among 0.15, 0.25, 0.4 on the gaussian and mixture problems
+(rtol ladder 1e-1..1e-8, budgets 15-40); tests/test_reliability_adaptive.py checks the ladder on others."""
 
 
 def _alpha(space, s):
@@ -62,8 +66,8 @@ class History:
     def write(self, idx, d, lam):
         """Put d[idx] at lambdas lam[idx] into the free slot of samples idx (not yet part of the history)."""
         if len(idx):
-            t = torch.from_numpy(idx).to(self.d.device)
-            self.d[t, torch.from_numpy(self.pos[idx]).to(self.d.device)] = d[t]
+            rows = torch.from_numpy(idx * self.k + self.pos[idx]).to(self.d.device)
+            self.d.view(-1, self.d.shape[2]).index_copy_(0, rows, d.index_select(0, rows // self.k))
             self.lam[idx, self.pos[idx]] = lam[idx]
 
     def accept(self, mask):
@@ -77,8 +81,9 @@ class History:
         return ((age >= 1) & (age <= self.count[:, None])) | ((age == 0) & extra[:, None])
 
     def newest(self):
-        b = torch.arange(self.d.shape[0], device=self.d.device)
-        return self.d[b, torch.from_numpy((self.pos - 1) % self.k).to(self.d.device)]
+        """[B, N]: each sample's latest accepted x0 prediction."""
+        rows = np.arange(len(self.pos)) * self.k + (self.pos - 1) % self.k
+        return self.d.view(-1, self.d.shape[2]).index_select(0, torch.from_numpy(rows).to(self.d.device))
 
 
 def _advance(space, x, hist, valid, lam_s, lam_t, s, t):
@@ -131,7 +136,8 @@ class Reports:
             j = idx[levels[idx] == i]
             xs, ds = self.held.setdefault(int(i), (torch.zeros_like(self.x_like), torch.zeros_like(d)))
             t = torch.from_numpy(j).to(x.device)
-            xs[t], ds[t] = x[t].to(xs.dtype), d[t]
+            xs.index_copy_(0, t, x.index_select(0, t).to(xs.dtype))
+            ds.index_copy_(0, t, d.index_select(0, t))
 
     def release(self, passed):
         """Report the levels below `passed` (the lowest schedule index any sample has still to reach)."""
@@ -162,6 +168,7 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
     """
     run = Stepper(model, x, sigmas, extra_args, callback, disable, space)
     sp, n, b, shape = run.space, len(run.s) - 1, x.shape[0], x.shape
+    flat = (b, math.prod(shape[1:]))
     lam, levels = np.array(run.lam), np.array(run.s)
     last = n - 1 if math.isinf(lam[n]) else n
     k = order + 1
@@ -169,16 +176,16 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
 
     def query(state, at):
         d = run.denoise(state.view(shape).to(x.dtype), at)
-        return d, d.reshape(b, -1).to(wide)
+        return d, d.reshape(flat).to(wide)
 
     level, cur = np.full(b, levels[0]), np.full(b, lam[0])
     nxt, step, err_prev, raised = np.ones(b, int), np.full(b, START_STEP), np.ones(b), np.ones(b)
-    xw = x.reshape(b, -1).to(wide)
+    xw = x.reshape(flat).to(wide)
     d, dw = query(xw, level)
     calls = 1
     hist = History(dw, lam[0], order)
-    reports = Reports(run, x.reshape(b, -1), shape, n)
-    reports.arrive(np.zeros(b, int), np.arange(b), xw, d.reshape(b, -1))
+    reports = Reports(run, x.reshape(flat), shape, n)
+    reports.arrive(np.zeros(b, int), np.arange(b), xw, d.reshape(flat))
     reports.release(1 if b else n)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         while (active := nxt <= last).any():
@@ -203,7 +210,7 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
             share_next = (lam[last] - cur) / max(left - 1, 1)
             t_retry = np.where(start, np.minimum(goal, -math.log(10.0) + np.log(retry / START_STEP)),
                                _toward(cur, goal, np.maximum(retry, share_next), share_next))
-            futile = np.where(start, (lam[last] - t_retry) / max(left - 1, 1) >= START_STEP, t_retry >= target)
+            futile = np.where(start, (lam[last] - t_retry) / max(left - 1, 1) >= START_SHARE, t_retry >= target)
             accept = active & ((err <= 1) | forced | futile)
             bound = accept & (err > 1) & ~forced & ~start
             raised = np.where(bound, raw, raised)
@@ -218,7 +225,7 @@ def sample_exp_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
             arrived = accept & (target == lam[np.minimum(nxt, last)])
             cur = np.where(accept, target, cur)
             level = np.where(arrived, levels[np.minimum(nxt, n)], np.where(accept, s_t, level))
-            reports.arrive(nxt, np.flatnonzero(arrived), xw, d.reshape(b, -1))
+            reports.arrive(nxt, np.flatnonzero(arrived), xw, d.reshape(flat))
             nxt = np.where(arrived, nxt + 1, nxt)
             reports.release(int(nxt.min()) if b else n)
     if last == n - 1:

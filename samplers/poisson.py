@@ -10,7 +10,7 @@ draw per sample from the seed, and (2) being queried at the per-sample level kap
 while any deterministic solver integrates in the nominal levels. D = inf is diffusion (kappa = 1).
 
 A latent dtype bounds the prior's radius: at D = 1 kappa = sqrt(1/chi2_1) exceeds 1e3 for about 1 sample in
-1300 (the chi2_1 density is ~ (2 pi x)^-1/2 at 0), and kappa sigma_0 |n| then overflows float16 (max 65504).
+1250 (the chi2_1 density is ~ (2 pi x)^-1/2 at 0), and kappa sigma_0 |n| then overflows float16 (max 65504).
 Such a sample's kappa is lowered to the largest value whose start fits the dtype with a margin
 (`representable`): its start keeps its direction n / |n| and moves in along the ray, to a radius still
 hundreds of data scales out. The ODE from there is the PFGM++ flow of a prior truncated at that radius
@@ -25,7 +25,7 @@ import torch
 
 from .registry import REGISTRY, Param, register
 from .space import resolve
-from .stepping import check_latent, check_sigmas
+from .stepping import check_latent, check_output, check_sigmas
 from .tracking import TRACK_PARAMS, Tracker, query
 
 SEED_MIX = 0x9E3779B97F4A7C15
@@ -92,7 +92,8 @@ def poisson_start(model, space, x, s0, kappa, extra_args):
         return x, kappa
     c = host_clean(model, x)
     if c is None:
-        c = model(x, x.new_full([x.shape[0]], s0, dtype=torch.promote_types(x.dtype, torch.float32)), **extra_args)
+        c = check_output(model(x, x.new_full([x.shape[0]], s0, dtype=torch.promote_types(x.dtype, torch.float32)),
+                               **extra_args), x)
     wide = torch.promote_types(x.dtype, torch.float32)
     shift = space.alpha(s0) * c.to(wide)
     noise = x.to(wide) - shift
