@@ -150,6 +150,79 @@ def overhead(steps=20, shape=(4, 4, 128, 128), rounds=40):
     return {k: (min(v), min(v) / min(base), sorted(a / b for a, b in zip(v, base))[len(v) // 2]) for k, v in times.items()}
 
 
+def option_variants():
+    """(label, sampler name, options) for every registered sampler: its defaults, each other choice of a choice
+    parameter (the Poisson solver aside: its choices are the samplers themselves), each bool flipped, and the ends
+    of each integer range; plus noise tracking wrapped around euler and dpmpp_2m."""
+    out = []
+    for name, spec in sorted(REGISTRY.items()):
+        out.append((name, name, {}))
+        for pname, p in spec.params.items():
+            if p.choices is not None:
+                values = [] if pname == "solver" else [c for c in p.choices if c != p.default]
+            elif isinstance(p.default, bool):
+                values = [not p.default]
+            elif isinstance(p.default, int):
+                values = [v for v in (int(p.min), int(p.max)) if v != p.default]
+            else:
+                values = []
+            out += [(f"{name} {pname}={v}", name, {pname: v}) for v in values]
+    out += [(f"{n} + tracking stein", n, {"tracking": "stein"}) for n in ("euler", "dpmpp_2m")]
+    return out
+
+
+def call_overhead(batches=(1, 8), shape=(4, 4, 128, 128), steps=20, rounds=3):
+    """Seconds per model call of every `option_variants` entry and of k-diffusion's dpmpp_2m on a cheap denoiser
+    (D = 0.9 x), latents of `shape` per sample at each batch size; one warm-up run, then the fastest of `rounds`
+    rotated rounds. Returns {label: {batch: seconds per call}}; per-call time growing faster than the batch
+    (per-sample cost rising) means per-sample Python work."""
+    from ..samplers.tracking import with_noise_tracking
+    K = kdiffusion.load()
+    sigmas = SCHEDULERS["karras"].fn(steps, 0.002, 80.0).float()
+    out = {}
+    for batch in batches:
+        x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0))
+        model = CountingModel(lambda x, s, **kw: x * 0.9)
+        fns = {}
+        if K is not None:
+            fns["k:dpmpp_2m"] = lambda: K.sampling.sample_dpmpp_2m(model, x, sigmas, disable=True)
+        for label, name, opts in option_variants():
+            fn = REGISTRY[name].fn
+            if "tracking" in opts:
+                fn, opts = with_noise_tracking(fn, track=opts["tracking"]), {}
+            fns[label] = (lambda f, o: lambda: f(model, x, sigmas, disable=True, extra_args={"seed": 0}, **o))(fn, opts)
+        labels = list(fns)
+        best = {k: math.inf for k in labels}
+        with torch.no_grad():
+            for f in fns.values():
+                f()
+            for r in range(rounds):
+                for k in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    model.calls = 0
+                    t0 = time.perf_counter()
+                    fns[k]()
+                    best[k] = min(best[k], (time.perf_counter() - t0) / model.calls)
+        for k, v in best.items():
+            out.setdefault(k, {})[batch] = v
+    return out
+
+
+def call_overhead_table(times):
+    """Markdown of `call_overhead`: ms per call at each batch, the ratio to k:dpmpp_2m's at the same batch, and
+    the per-sample growth (per-call time at the largest batch over the smallest's, divided by the batch ratio)."""
+    batches = sorted(next(iter(times.values())))
+    lo, hi = batches[0], batches[-1]
+    base = times.get("k:dpmpp_2m")
+    head = " | ".join(f"ms/call, batch {b}" for b in batches)
+    rows = [f"| sampler and option | {head} | / k:dpmpp_2m at batch {hi} | per-sample growth {lo} -> {hi} |",
+            "|---|" + "---|" * (len(batches) + 2)]
+    for k, t in times.items():
+        ratio = f"{t[hi] / base[hi]:.2f}x" if base else "-"
+        cells = " | ".join(f"{t[b] * 1e3:.2f}" for b in batches)
+        rows.append(f"| {k} | {cells} | {ratio} | {t[hi] / t[lo] * lo / hi:.2f}x |")
+    return "\n".join(rows)
+
+
 def slope(fn, steps=(24, 64)):
     """The measured order -d log(error) / d log(steps) of fn(model, x, sigmas) between two exponential grids from
     sigma 10 to 0.05 (ending there: no step to 0) on a 16-dimensional Gaussian (variances 0.1-2), float64."""
@@ -313,7 +386,8 @@ def add_parser(sub):
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="bench.json files of earlier runs on the same grid (e.g. ComfyUI's baselines, run with "
                         "COMFYUI_PATH in ComfyUI's venv): their contenders missing from this run join the tables")
-    p.add_argument("--overhead", action="store_true", help="only time the per-step overhead against dpmpp_2m")
+    p.add_argument("--overhead", action="store_true", help="only time the per-step overhead against dpmpp_2m, and the "
+                   "per-call overhead of every sampler and option (tracking included) at batch 1 and 8")
     p.add_argument("--orders", action="store_true", help="only measure the convergence order of every option")
     p.set_defaults(fn=cmd_bench)
 
@@ -324,6 +398,8 @@ def cmd_bench(args):
         print("| solver | ms/step (fastest) | / dpmpp_2m (fastest) | / dpmpp_2m (median of paired rounds) |\n|---|---|---|---|")
         for k, (sec, fast, paired) in overhead().items():
             print(f"| {k} | {sec * 1e3:.3f} | {fast:.2f}x | {paired:.2f}x |")
+        print("\nPer model call, latents 4x4x128x128 per sample, 20 karras steps, D = 0.9 x:\n")
+        print(call_overhead_table(call_overhead()))
         return
     if args.orders:
         print(orders())

@@ -38,22 +38,31 @@ def angle(lam):
 def weights(nodes, lam_s: float, lam_t: float) -> list:
     """Weights (summing to 1) of x0 predictions at levels `nodes` (lambdas) such that DDIM from lam_s to lam_t with
     their combination integrates e^-(lam_t - tau) P(theta(tau)) over the step exactly up to quadrature, P the
-    polynomial in theta through the nodes. 24-point Gauss-Legendre in tau, or in rho = e^tau from a flow
-    model's start at lam_s = -inf (rho from 0)."""
-    if math.isfinite(lam_s):
-        tau = lam_s + (lam_t - lam_s) * (GAUSS_U + 1) / 2
-        w = GAUSS_W * np.exp(tau - lam_t)
-    else:
-        rho = math.exp(lam_t) * (GAUSS_U + 1) / 2
-        tau, w = np.log(rho), GAUSS_W * np.ones_like(rho)
-    th, th_k = angle(tau), angle(nodes)
-    basis = np.ones((len(nodes), len(tau)))
-    for k in range(len(nodes)):
-        for m in range(len(nodes)):
-            if m != k:
-                basis[k] *= (th - th_k[m]) / (th_k[k] - th_k[m])
-    out = basis @ w
-    return (out / out.sum()).tolist()
+    polynomial in theta through the nodes (`batch_weights` for one step)."""
+    nodes = np.asarray([nodes], dtype=np.float64)
+    return batch_weights(nodes, np.ones(nodes.shape, bool), np.array([lam_s]), np.array([lam_t]))[0].tolist()
+
+
+def batch_weights(nodes, valid, lam_s, lam_t):
+    """`weights` of B steps at once: nodes [B, K] lambdas of which `valid` [B, K] are used (the others get
+    weight 0), steps lam_s -> lam_t ([B]); float64 [B, K]. 24-point Gauss-Legendre in tau, or in rho = e^tau
+    from a flow model's start at lam_s = -inf (rho from 0)."""
+    lam_s, lam_t = np.asarray(lam_s, np.float64)[:, None], np.asarray(lam_t, np.float64)[:, None]
+    finite = np.isfinite(lam_s)
+    start = np.where(finite, lam_s, lam_t)
+    tau_f = start + (lam_t - start) * (GAUSS_U + 1) / 2
+    rho = np.exp(lam_t) * (GAUSS_U + 1) / 2
+    tau = np.where(finite, tau_f, np.log(rho))
+    w = GAUSS_W * np.where(finite, np.exp(tau - lam_t), 1.0)
+    th = angle(tau)[:, None, None, :]
+    th_k = angle(np.where(valid, nodes, 0.0))
+    num = th - th_k[:, None, :, None]
+    den = th_k[:, :, None, None] - th_k[:, None, :, None]
+    K = nodes.shape[1]
+    use = (valid[:, None, :] & ~np.eye(K, dtype=bool)[None])[..., None]
+    basis = np.where(use, num / np.where(use, den, 1.0), 1.0).prod(axis=2)
+    out = np.einsum("bkg,bg->bk", basis, w) * valid
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def advance(space, x, history, lam_s: float, lam_t: float, s: float, t: float):

@@ -1,6 +1,7 @@
 """The sampler registry: one `register` declaration per sampler; nodes, lists, docs and tests read it."""
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -17,7 +18,9 @@ class Param:
     choices: Optional[tuple] = None
 
     def check(self, name: str, value):
-        """`value` if allowed, else a ValueError that names the parameter and the allowed range."""
+        """`value` if allowed, else a ValueError that names the parameter and the allowed range. Numbers may
+        be numpy scalars or 0-d tensors (taken by value); the result has the default's type."""
+        value = scalar(value)
         if self.choices is not None:
             if value not in self.choices:
                 raise ValueError(f"{name} must be one of {list(self.choices)}, got {value!r}")
@@ -26,7 +29,7 @@ class Param:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
             raise ValueError(f"{name} must be a number, got {value!r}")
         if isinstance(self.default, int) and not (math.isfinite(value) and value == int(value)):
             raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -35,6 +38,16 @@ class Param:
         if not lo <= value <= hi:
             raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
         return type(self.default)(value)
+
+
+def scalar(value):
+    """A numpy scalar or 0-d tensor as the Python bool / int / float it holds; anything else unchanged."""
+    if hasattr(value, "ndim") and getattr(value, "ndim") == 0 and hasattr(value, "item") \
+            and not isinstance(value, (str, bytes)):
+        item = value.item()
+        if isinstance(item, (bool, int, float)):
+            return item
+    return value
 
 
 def check_params(owner: str, params: Mapping[str, Param], given: dict) -> dict:

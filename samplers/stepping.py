@@ -31,6 +31,28 @@ def check_sigmas(sigmas, space) -> list:
     return s
 
 
+def check_latent(x):
+    """A ValueError naming the latent unless x is a floating tensor with only finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"the latent x must be a tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"the latent x must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"the latent x must have a batch dimension, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"the latent x must be finite, got {bad} NaN/inf value(s) of {x.numel()} ({x.dtype})")
+
+
+def check_output(d, x):
+    """The model's x0 prediction d, or a ValueError when it does not have the shape of the latent x
+    (a broadcastable shape would otherwise spread silently over the batch)."""
+    if not isinstance(d, torch.Tensor) or d.shape != x.shape:
+        got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+        raise ValueError(f"the model must return an x0 prediction of the latent's shape {tuple(x.shape)}, got {got}")
+    return d
+
+
 def ddim(space, x, d, s: float, t: float):
     """First-order step from level s to t with x0 prediction d: x' = (sigma_t/sigma_s) x + (alpha_t - alpha_s sigma_t/sigma_s) d.
 
@@ -47,6 +69,7 @@ class Stepper:
     def __init__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, space="ve"):
         self.space = resolve(space)
         self.s = check_sigmas(sigmas, self.space)
+        check_latent(x)
         self.lam = [self.space.lam(v) for v in self.s]
         self.sigmas, self.model, self.callback, self.disable = sigmas, model, callback, disable
         self.extra_args = {} if extra_args is None else extra_args
@@ -55,10 +78,15 @@ class Stepper:
     def __iter__(self):
         return iter(trange(len(self.s) - 1, disable=self.disable))
 
-    def denoise(self, x, s: float):
+    def denoise(self, x, s):
         """The model's x0 prediction D(x; s), queried with a [B] tensor of levels (at least float32, so
-        half-precision latents do not round the level)."""
-        return self.model(x, self.ones * s, **self.extra_args)
+        half-precision latents do not round the level): s one level (float) or one per sample ([B] tensor
+        or sequence). The answer must have x's shape (`check_output`)."""
+        if isinstance(s, (int, float)):
+            levels = self.ones * s
+        else:
+            levels = torch.as_tensor(s, dtype=torch.float64).to(self.ones.device, self.ones.dtype)
+        return check_output(self.model(x, levels, **self.extra_args), x)
 
     def report(self, i: int, x, denoised):
         """The per-step callback ComfyUI's previews, progress and cancellation hang on."""

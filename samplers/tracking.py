@@ -59,23 +59,30 @@ def query(model, space, x, sigma, factor, extra_args):
     return model(x, s_new.to(sigma.device, sigma.dtype), **extra_args)
 
 
-def ve_view(space, x, s):
-    """The VE state x / alpha and VE level sigma / alpha of host state x at levels s (float64 [B]);
-    rows at a flow's s = 1 (alpha = 0) are marked invalid."""
+def ve_view(space, s):
+    """1 / alpha and the VE level sigma / alpha of host levels s (float64 [B]), so that the VE state of x is
+    x / alpha; rows at a flow's s = 1 (alpha = 0) are marked invalid (and get 1 / alpha = 1)."""
     alpha = 1 - s if space.flow else torch.ones_like(s)
     ok = alpha > 0
     safe = torch.where(ok, alpha, torch.ones_like(alpha))
-    wide = torch.float32 if x.device.type == "mps" else F64
-    return x.to(wide) / _bcast(safe, x).to(x.device, wide), s / safe, ok
+    return 1 / safe, s / safe, ok
 
 
-def level_estimate(x_ve, d, kind):
-    """Per-sample sigma^2 estimate [B] in x_ve's dtype: `stein` <x - d, x - mean(x)> / N, `residual` ||x - d||^2 / N."""
-    r = (x_ve - d.to(x_ve.dtype)).flatten(1)
+def level_estimate(x, d, kind, inv_alpha=None):
+    """Per-sample sigma^2 estimate (float64 [B], CPU) of the VE state y = x * inv_alpha (inv_alpha float64 [B],
+    default 1) with x0 prediction d: `stein` <y - d, y - mean(y)> / N = (<r, x> - mean(x) sum(r)) inv_alpha / N,
+    r = y - d; `residual` ||r||^2 / N. In at least float32; y itself is not formed."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    xf = x.flatten(1).to(wide)
+    a = torch.ones(x.shape[0], dtype=F64) if inv_alpha is None else inv_alpha
+    a = a.to(x.device, wide)
+    r = xf.mul(a[:, None]).sub_(d.flatten(1).to(wide))
+    n = max(xf.shape[1], 1)
     if kind == "residual":
-        return r.pow(2).mean(1)
-    xc = x_ve.flatten(1)
-    return (r * (xc - xc.mean(1, keepdim=True))).mean(1)
+        est = torch.linalg.vecdot(r, r)
+    else:
+        est = (torch.linalg.vecdot(r, xf) - xf.mean(1) * r.sum(1)) * a
+    return est.to("cpu", F64) / n
 
 
 class Tracker:
@@ -98,17 +105,19 @@ class Tracker:
 
     def __call__(self, x, sigma, **extra_args):
         s = sigma.detach().to("cpu", F64).reshape(-1).expand(x.shape[0])
-        x_ve, sig_ve, ok = ve_view(self.space, x, s)
+        inv_alpha, sig_ve, ok = ve_view(self.space, s)
         if self.kind == "epsilon":
             d = self.model(x, sigma, **extra_args)
-            scaled = d.to(x_ve.dtype) + (1 - 1 / self.eps_scale) * (x_ve - d.to(x_ve.dtype))
+            wide = torch.promote_types(x.dtype, torch.float32)
+            y = x.to(wide) * _bcast(inv_alpha, x).to(x.device, wide)
+            scaled = torch.lerp(d.to(wide), y, 1 - 1 / self.eps_scale)
             return torch.where(_bcast(ok, x).to(x.device), scaled.to(d.dtype), d)
         rho = torch.ones_like(s) if self.rho is None else self.rho
         lo, hi = math.exp(-self.window), math.exp(self.window)
         for _ in range(self.iterations + 1):
             d = query(self.model, self.space, x, sigma, rho, extra_args)
             self.history.append(rho)
-            est = level_estimate(x_ve, d, self.kind).to("cpu", F64)
+            est = level_estimate(x, d, self.kind, inv_alpha)
             rho_est = (est.clamp_min(0).sqrt() / sig_ve).nan_to_num(lo).clamp(lo, hi)
             rho = torch.where(ok, rho_est, rho)
         self.rho = rho

@@ -44,7 +44,8 @@ def test_callback_once_per_step_with_x0_prediction(name):
     for c in seen:
         assert set(c) >= {"x", "i", "sigma", "sigma_hat", "denoised"}
         assert c["x"].shape == x.shape
-        assert any(c["denoised"] is d or torch.equal(c["denoised"], d) for d in calls), "denoised must be a real x0 prediction"
+        for j in range(len(x)):
+            assert any(torch.equal(c["denoised"][j], d[j]) for d in calls), "denoised must be a real x0 prediction"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -180,6 +181,63 @@ def test_out_of_range_params_are_named(name):
             continue
         with pytest.raises(ValueError, match=pname):
             run(name, GAUSS.model(), start(), karras(4), **{pname: bad})
+
+
+@pytest.mark.parametrize("space", [VE, FLOW])
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_gives_an_empty_result(name, space):
+    x = start(space=space)[:0]
+    seen = []
+    out = run(name, GAUSS.model(space), x, karras(5, space), space=space.name, callback=seen.append,
+              extra_args={"seed": 1})
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert [c["i"] for c in seen] == list(range(5))
+
+
+BAD_LATENTS = {"NaN": float("nan"), "inf": float("inf")}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LATENTS))
+@pytest.mark.parametrize("name", NAMES)
+def test_non_finite_latent_is_named(name, case):
+    x = start()
+    x[1, 0, 2] = BAD_LATENTS[case]
+    calls = []
+    with pytest.raises(ValueError, match="latent"):
+        run(name, lambda x, s, **kw: calls.append(1) or GAUSS.model()(x, s), x, karras(4))
+    assert not calls, "the latent is checked before any model call"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_latent_is_a_clear_error(name):
+    with pytest.raises(ValueError, match="floating"):
+        run(name, GAUSS.model(), start().round().to(torch.int64), karras(4))
+
+
+@pytest.mark.parametrize("bad", [lambda d: d[:1], lambda d: d.mean(0, keepdim=True), lambda d: d[..., :1],
+                                 lambda d: d.flatten(1)])
+@pytest.mark.parametrize("name", NAMES)
+def test_model_output_of_another_shape_is_named(name, bad):
+    model = GAUSS.model()
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 4, 4\)"):
+        run(name, lambda x, s, **kw: bad(model(x, s)), start(), karras(4))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if REGISTRY[n].params])
+def test_numpy_and_0d_tensor_parameters_are_taken(name):
+    import numpy as np
+    given = {}
+    for pname, p in REGISTRY[name].params.items():
+        if isinstance(p.default, bool) or p.choices is not None:
+            continue
+        given[pname] = np.int64(p.default) if isinstance(p.default, int) else np.float32(p.default)
+    a = run(name, GAUSS.model(), start(), karras(4), extra_args={"seed": 2}, **given)
+    b = run(name, GAUSS.model(), start(), karras(4), extra_args={"seed": 2},
+            **{k: torch.tensor(v.item()) for k, v in given.items()})
+    plain = run(name, GAUSS.model(), start(), karras(4), extra_args={"seed": 2},
+                **{k: REGISTRY[name].params[k].check(k, v.item()) for k, v in given.items()})
+    torch.testing.assert_close(a, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_option_and_space_rejected():
