@@ -14,8 +14,9 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
    the exact solution than the Heun teacher of schedulers.calibrate at the same cost), in the form of
    `calibrate.Reference` for its level search; a second solve at half the calls checks it: when their end
    states differ by more than REFERENCE_TOLERANCE (RMS, relative) it is a ValueError giving the figure.
-2. Candidate levels, snapped to the teacher grid: the dynamic-programming schedule of
-   `schedulers.calibrate.search` on the linear surrogate, and Karras / polyexponential families.
+2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
+   `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
+   (no Jacobian gain: the reference makes one call per level), then the Karras / polyexponential FAMILIES.
 3. Fit, per candidate (nfe real calls): the solver runs on the calibration starts; at step i, with the real
    D_i in hand, theta = theta_base + N z (N an orthonormal basis of the null space of the two conditions,
    theta_base the exp_multistep step of order <= 3) minimises, in closed form,
@@ -52,7 +53,11 @@ BASE_ORDER = 3
 RIDGE = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e3)
 FAMILIES = [("karras", {"rho": 7.0}), ("polyexponential", {"rho": 1.0}), ("karras", {"rho": 4.0}),
             ("polyexponential", {"rho": 2.0}), ("karras", {"rho": 10.0}), ("karras", {"rho": 2.5}),
-            ("polyexponential", {"rho": 1.5}), ("polyexponential", {"rho": 3.0})]
+            ("polyexponential", {"rho": 1.5}), ("polyexponential", {"rho": 3.0}), ("karras", {"rho": 5.5}),
+            ("karras", {"rho": 14.0}), ("karras", {"rho": 3.2}), ("polyexponential", {"rho": 1.25}),
+            ("polyexponential", {"rho": 1.75}), ("polyexponential", {"rho": 2.5}), ("karras", {"rho": 8.5}),
+            ("karras", {"rho": 2.0}), ("polyexponential", {"rho": 4.0}), ("karras", {"rho": 20.0})]
+"""Level families tried (in this order, as many as the call budget allows after the reference)."""
 FORMAT = "samplerlab.calibrated_solver/1"
 
 
@@ -218,7 +223,7 @@ def flat(x):
 
 
 def snap(grid, levels):
-    """Indices into the descending host grid (last 0) nearest each level in log VE sigma, strictly increasing,
+    """Indices into the descending host grid (last 0) nearest each level in log level, strictly increasing,
     the first 0 and the last the final 0; None when the grid cannot hold them."""
     inner = np.log(np.asarray(grid[1:-1]))
     k = len(levels) - 1
@@ -305,12 +310,11 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     grid, states, ref = trajectory(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls,
                                    (lambda done, total: progress("reference", done, total)) if progress else None)
     half = SCHEDULERS["karras"].fn(reference_calls // 2, sigma_min, sigma_max, space=space.name).to(x_T.dtype)
-    check_end = flat(sample_exp_multistep(counted, x_T, half, extra_args=extra_args, disable=True, space=space.name,
-                                          order=REFERENCE_ORDER))
+    report = (lambda info: progress("check", info["i"] + 1, len(half) - 1)) if progress is not None else None
+    check_end = flat(sample_exp_multistep(counted, x_T, half, extra_args=extra_args, callback=report, disable=True,
+                                          space=space.name, order=REFERENCE_ORDER))
     scale = float(states[-1].pow(2).mean().sqrt())
     ref_error = float((check_end - states[-1]).pow(2).mean().sqrt()) / max(scale, 1e-30)
-    if progress is not None:
-        progress("check", 1, 1)
     if not ref_error <= REFERENCE_TOLERANCE:
         raise ValueError(f"the reference solve does not converge: |x_{reference_calls} - x_{reference_calls // 2}| "
                          f"(end states of {reference_calls} and {reference_calls // 2} calls) is {ref_error:.3g} of |x|, "

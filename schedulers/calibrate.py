@@ -270,8 +270,13 @@ def load_cached(directory, key: dict):
 def save_cached(directory, key: dict, cal: Calibration) -> Path:
     """Write the calibration as JSON atomically (a temporary file in the same directory, then os.replace)."""
     path = cache_path(directory, key)
+    write_atomic(path, json.dumps({"format": FORMAT, "key": key, "calibration": asdict(cal)}, indent=1, sort_keys=True))
+    return path
+
+
+def write_atomic(path: Path, text: str):
+    """Write text to path atomically: a temporary file in the same directory, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": FORMAT, "key": key, "calibration": asdict(cal)}, indent=1, sort_keys=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
@@ -280,4 +285,3 @@ def save_cached(directory, key: dict, cal: Calibration) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path

@@ -135,3 +135,16 @@ def test_progress_reports_stages_and_may_cancel():
 
     with pytest.raises(InterruptedError):
         calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 3, progress=cancel)
+
+
+def test_study_on_held_out_seeds():
+    from samplerlab.lab.studies import calibrated as study
+
+    with pytest.raises(ValueError, match="disjoint"):
+        study.evaluate(PROBLEM, "ve", [5], range(4), range(3, 6))
+    rows = study.evaluate(PROBLEM, "ve", [5], range(3), range(100, 104))
+    assert rows[0]["nfe"] == 5 and rows[0]["calls"] <= BUDGET and rows[0]["baseline"]
+    assert rows[0]["ratio"] < 0.5, rows
+    more = [dict(rows[0], nfe=6, calibrated=0.5 * rows[0]["calibrated"]), dict(rows[0], nfe=8, calibrated=10 * rows[0]["calibrated"])]
+    assert study.monotone(rows + more) == [True, True, False]
+    assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
