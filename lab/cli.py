@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
 from . import bench, compare_cli, docs, guidance, images, poisson, problems, report, schedules
+from .studies import calibrated
 from .runner import registry_contenders, run_grid, schedule_range
 
 
@@ -91,6 +92,7 @@ def main(argv=None):
     guidance.add_parser(sub)
     schedules.add_parser(sub)
     poisson.add_parser(sub)
+    calibrated.add_parser(sub)
     args = ap.parse_args(argv)
     args.fn(args)
     return 0

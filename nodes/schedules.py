@@ -1,95 +1,33 @@
 """Schedule nodes beyond the generated ones: a schedule calibrated for the model at hand, and a picture of
 any SIGMAS. Node ids `SamplerLabCalibratedSchedule` and `SamplerLabPlotSigmas` are a compatibility promise.
 
-Cache key (model identity): the diffusion model's class and model type, its model_sampling class and
-parameters (sigma range, shift, multiplier), a SHA-256 of the first 4096 values of the first four weight
-tensors by name (so two fine-tunes of one architecture differ), and the names and strengths of the
-patches (LoRAs) on the ModelPatcher; plus the conditioning (its tensors hashed), cfg, the latent shape,
-solver, steps, seeds and the reference budget. Change any of these and the schedule is recalibrated.
+Cache key: the model's identity (nodes/calibration.py), the conditioning (its tensors hashed), cfg, the latent
+shape, solver, steps, seeds and the reference budget. Change any of these and the schedule is recalibrated.
 """
-import hashlib
-import json
 import logging
-import os
 
-import comfy.model_management
-import comfy.sample
-import comfy.samplers
-import comfy.utils
-import folder_paths
 import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..lab import charts
 from ..samplers import REGISTRY as SAMPLERS
-from ..schedulers import REGISTRY as SCHEDULERS
 from ..schedulers import calibrate as cal
+from .calibration import CACHE_ENV, cache_folder, cond_identity, model_identity, staged_progress
+from .calibration import calibrate_in_host as in_host
 from .generated import CATEGORY
-from .host import model_sampling_of, sigma_range, space_of
+from .host import space_of
 from .widgets import schema
-
-CACHE_ENV = "SAMPLERLAB_CACHE_DIR"
-
-
-def cache_folder(given=""):
-    """The user's choice, else $SAMPLERLAB_CACHE_DIR, else <ComfyUI user directory>/samplerlab/schedules."""
-    return given or os.environ.get(CACHE_ENV) or os.path.join(folder_paths.get_user_directory(), "samplerlab", "schedules")
-
-
-def _digest(tensors):
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().flatten()[:4096].to("cpu", torch.float32).contiguous()
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def model_identity(model):
-    """A JSON-able identity of a ModelPatcher (module docstring)."""
-    base = model.model
-    ms = model_sampling_of(model)
-    state = base.diffusion_model.state_dict() if hasattr(base, "diffusion_model") else {}
-    first = [state[k] for k in sorted(state)[:4]]
-    params = {k: float(getattr(ms, k)) for k in ("shift", "multiplier", "sigma_data") if hasattr(ms, k)}
-    patches = sorted((k, [float(p[0]) for p in v]) for k, v in getattr(model, "patches", {}).items())
-    return {"class": type(base).__name__, "model_type": str(getattr(base, "model_type", "")),
-            "sampling": type(ms).__name__, "range": list(sigma_range(ms)), "params": params,
-            "weights": _digest(first), "patches": hashlib.sha256(json.dumps(patches).encode()).hexdigest()[:16]}
-
-
-def cond_identity(conditioning):
-    return _digest([c[0] for c in conditioning if isinstance(c[0], torch.Tensor)])
 
 
 def calibrate_in_host(model, positive, negative, cfg, latent, solver, steps, seeds, reference_calls):
-    """Run `cal.calibrate` inside ComfyUI's own sampling path (sample_custom with a KSAMPLER whose function
-    calibrates), so conditioning, cfg, model loading and patches are exactly those of a real run."""
-    ms = model_sampling_of(model)
-    sigma_min, sigma_max = sigma_range(ms)
-    space = space_of(ms)
-    shape = latent["samples"].shape[1:]
-    latent_image = torch.zeros((seeds, *shape), dtype=latent["samples"].dtype)
-    noise = comfy.sample.prepare_noise(latent_image, 0)
-    total = {"reference": reference_calls, "search": len(cal.GAIN_SCALES), "verify": len(cal.GAIN_SCALES) + 1}
-    bar = comfy.utils.ProgressBar(sum(total.values()))
-    offset = {"reference": 0, "search": total["reference"], "verify": total["reference"] + total["search"]}
-    result = {}
-
-    def progress(stage, done, _):
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        bar.update_absolute(offset[stage] + min(done, total[stage]))
-
-    def run(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
-        result["cal"] = cal.calibrate(model_k, x, sigma_min, sigma_max, solver, steps, space, extra_args,
-                                      reference_calls=reference_calls, progress=progress)
-        return x
-
-    teacher = SCHEDULERS["karras"].fn(2, sigma_min, sigma_max, space=space).float()
-    comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(run), teacher, positive, negative,
-                               latent_image, disable_pbar=True, seed=0)
-    return result["cal"]
+    """`cal.calibrate` inside ComfyUI's sampling path (calibration.calibrate_in_host), with a progress bar."""
+    progress = staged_progress({"reference": reference_calls, "search": len(cal.GAIN_SCALES),
+                                "verify": len(cal.GAIN_SCALES) + 1})
+    return in_host(model, positive, negative, cfg, latent, seeds, 0,
+                   lambda model_k, x, extra_args, sigma_min, sigma_max, space: cal.calibrate(
+                       model_k, x, sigma_min, sigma_max, solver, steps, space, extra_args,
+                       reference_calls=reference_calls, progress=progress))
 
 
 class CalibratedSchedule(io.ComfyNode):

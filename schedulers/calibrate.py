@@ -346,10 +346,17 @@ def load_cached(directory, key: dict, levels=None):
 
 
 def save_cached(directory, key: dict, cal: Calibration) -> Path:
-    """Write the calibration as JSON atomically (a temporary file in the same directory, then os.replace); a
-    ValueError naming cache_dir when it cannot be written (the caller still holds `cal`)."""
+    """Write the calibration as JSON atomically (`write_atomic`); a ValueError naming cache_dir when it cannot be
+    written (the caller still holds `cal`)."""
     path = cache_path(directory, key)
     text = json.dumps({"format": FORMAT, "key": key, "calibration": asdict(cal)}, indent=1, sort_keys=True, allow_nan=False)
+    write_atomic(path, text, directory)
+    return path
+
+
+def write_atomic(path: Path, text: str, directory=None):
+    """Write text to path atomically: a temporary file in the same directory, then os.replace; a ValueError
+    naming cache_dir (`directory`, else the file's folder) when it cannot be written."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -358,8 +365,8 @@ def save_cached(directory, key: dict, cal: Calibration) -> Path:
             f.write(text)
         os.replace(tmp, path)
     except OSError as e:
-        raise ValueError(f"cache_dir {str(directory)!r}: cannot write {path.name} ({type(e).__name__}: {e})") from e
+        where = str(path.parent if directory is None else directory)
+        raise ValueError(f"cache_dir {where!r}: cannot write {path.name} ({type(e).__name__}: {e})") from e
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    return path

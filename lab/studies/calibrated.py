@@ -1,0 +1,131 @@
+"""`python -m samplerlab calibrated`: the calibrated solver against the best baseline pipeline, on held-out seeds.
+
+Per problem, parametrisation and call budget K: the solver is calibrated (samplers/calibrated.py) on
+calibration seeds, then run on evaluation seeds (disjoint) against the exact ODE solution; the baseline is
+the best of every bench contender (lab/bench.py: the pack's exp_* solvers, k-diffusion's, and ComfyUI's
+when COMFYUI_PATH is set) x karras and exponential at the same budget and seeds. Besides the lab problems,
+three built here that took no part in choosing the solver's constants (HELD_OUT).
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ...samplers.calibrated import calibrate_solver
+from .. import bench, problems
+from ..runner import mean_ci, rms_error, schedule_range
+
+
+def _named(problem, name):
+    problem.name = name
+    return problem
+
+
+HELD_OUT = {
+    "gaussian96": lambda: _named(problems.Gaussian(shape=(96,), lam_min=1e-3, lam_max=30.0, seed=7), "gaussian96"),
+    "mixture6x32": lambda: _named(problems.Mixture(dim=32, components=6, classes=3, spread=1.5, lam_range=(0.01, 0.3),
+                                                   seed=7), "mixture6x32"),
+    "memorise40x16": lambda: _named(problems.Mixture(dim=16, components=40, classes=4, spread=1.0,
+                                                     lam_range=(1e-4, 1e-3), seed=7), "memorise40x16"),
+}
+"""A 96-D Gaussian with eigenvalues 1e-3..30, a 6-component 32-D mixture and a near-memorising 40-point
+16-D mixture (component variances 1e-4..1e-3): exact denoisers as in lab/problems.py."""
+PROBLEMS = {**problems.PROBLEMS, **HELD_OUT}
+
+
+def best_baselines(problem, space, nfes, seeds, comfy_path=None):
+    """{K: (label, error, 95% half-width)}: the least-error bench contender x schedule at each budget."""
+    top = {}
+    for r in bench.race(problem, space, ["karras", "exponential"], nfes, seeds, comfy_path):
+        if r.sampler != bench.BOUND and (r.budget not in top or r.error < top[r.budget][1]):
+            top[r.budget] = (f"{r.sampler} / {r.schedule}", r.error, r.error_ci)
+    return top
+
+
+def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
+    """Rows (dicts), one per budget: calibrated error with its interval, calibration cost, the best baseline."""
+    if set(seeds) & set(cal_seeds):
+        raise ValueError("calibration seeds must be disjoint from evaluation seeds")
+    sigma_min, sigma_max = schedule_range(problem, space)
+    x_T, labels = problem.draw(list(seeds), space, sigma_max)
+    exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
+    xc, lc = problem.draw(list(cal_seeds), space, sigma_max)
+    base = best_baselines(problem, space, nfes, seeds, comfy_path)
+    rows = []
+    for nfe in nfes:
+        t0 = time.perf_counter()
+        cal = calibrate_solver(problem.model(space, lc), xc.float(), sigma_min, sigma_max, nfe, space)
+        seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            err, ci = mean_ci(rms_error(cal.sample(problem.model(space, labels), x_T.float(), disable=True), exact))
+        label, b, b_ci = base[nfe]
+        rows.append(dict(problem=problem.name, space=space, nfe=nfe, calibrated=err, ci=ci, baseline=label,
+                         baseline_error=b, baseline_ci=b_ci, ratio=err / b, calls=cal.model_calls, seconds=seconds,
+                         reference_error=cal.reference_error, schedule=cal.schedule, sigmas=cal.sigmas))
+    return rows
+
+
+def monotone(rows):
+    """Per row: False where the error exceeds that of the next smaller budget beyond their 95% intervals."""
+    out, prev = [], {}
+    for r in rows:
+        key = (r["problem"], r["space"])
+        p = prev.get(key)
+        out.append(p is None or r["calibrated"] <= p["calibrated"] + p["ci"] + r["ci"])
+        prev[key] = r
+    return out
+
+
+def markdown(rows, target=0.5):
+    lines = ["| problem | space | calls | calibrated (95% CI) | best baseline | its error | ratio | target | monotone "
+             "| calibration calls |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, mono in zip(rows, monotone(rows)):
+        lines.append(f"| {r['problem']} | {r['space']} | {r['nfe']} | {r['calibrated']:.2e} ± {r['ci']:.1e} "
+                     f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['ratio']:.2f} "
+                     f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if mono else 'no'} | {r['calls']} |")
+    ratios = [r["ratio"] for r in rows]
+    met = sum(x <= target for x in ratios)
+    lines += ["", f"Target (ratio <= {target}) met in {met} of {len(rows)} cells; geometric mean ratio "
+              f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}, worst {max(ratios):.2f}; monotone in calls "
+              f"(within the 95% intervals) in {sum(monotone(rows))} of {len(rows)}."]
+    return "\n".join(lines)
+
+
+def add_parser(sub):
+    p = sub.add_parser("calibrated", help="the calibrated solver vs the best baseline pipeline on held-out seeds")
+    p.add_argument("--out", default="docs/calibrated", help="output folder (default: %(default)s)")
+    p.add_argument("--problems", nargs="+", default=sorted(PROBLEMS), choices=sorted(PROBLEMS))
+    p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
+    p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
+    p.add_argument("--seeds", type=int, default=16, help="evaluation seeds 0..N-1 (default: %(default)s)")
+    p.add_argument("--cal-seeds", type=int, default=8, help="calibration seeds, from 1000 (default: %(default)s)")
+    p.set_defaults(fn=cmd_calibrated)
+
+
+def cmd_calibrated(args):
+    import os
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    comfy = os.environ.get("COMFYUI_PATH")
+    t0 = time.perf_counter()
+    rows = []
+    for name in args.problems:
+        for space in args.spaces:
+            rows += evaluate(PROBLEMS[name](), space, args.nfe, range(args.seeds),
+                             range(1000, 1000 + args.cal_seeds), comfy)
+            print(markdown(rows[-len(args.nfe):]).split("\n\n")[0], flush=True)
+    table = markdown(rows)
+    held = [r for r in rows if r["problem"] in HELD_OUT]
+    if held and len(held) < len(rows):
+        table += "\n\nOn the held-out problems alone (" + ", ".join(HELD_OUT) + "):\n\n" + markdown(held).split("\n\n")[1]
+    seconds = time.perf_counter() - t0
+    (out / "calibrated.md").write_text(f"{table}\n\nBaselines {'with' if comfy else 'without'} ComfyUI's samplers; "
+                                       f"{args.seeds} evaluation seeds, {args.cal_seeds} calibration seeds; {seconds:.0f} s.\n")
+    (out / "calibrated.json").write_text(json.dumps({"command": "calibrated", "seeds": args.seeds,
+                                                     "cal_seeds": args.cal_seeds, "comfyui": bool(comfy), "rows": rows},
+                                                    indent=1))
+    print(table)
+    print(f"wrote {out}/calibrated.md, calibrated.json in {seconds:.0f} s")

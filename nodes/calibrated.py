@@ -1,0 +1,116 @@
+"""The Calibrated sampler node: a solver calibrated to the model at hand (samplers/calibrated.py) as SAMPLER +
+SIGMAS for SamplerCustomAdvanced. Node id `SamplerLabCalibratedSampler` is a compatibility promise.
+
+Cache (the calibrated schedule's folder, one JSON per key, written atomically): the model's identity
+(nodes/calibration.py), the conditioning (its tensors hashed), cfg, the latent shape, steps (K), the
+calibration batch and seed, the parametrisation and the solver's format version.
+"""
+import json
+import logging
+
+import comfy.samplers
+import torch
+from comfy_api.latest import io
+
+from ..samplers import calibrated as solver
+from ..schedulers import calibrate as cache
+from .calibration import CACHE_ENV, cache_folder, calibrate_in_host, cond_identity, model_identity, staged_progress
+from .generated import CATEGORY
+from .host import space_of
+from .widgets import schema
+
+
+def host_sampler(cal):
+    """A KSAMPLER running `cal` on its own levels; other sigmas (or another parametrisation) are a ValueError."""
+    own = torch.tensor(cal.sigmas, dtype=torch.float64)
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        given = sigmas.detach().to("cpu", torch.float64)
+        if given.shape != own.shape or not torch.allclose(given, own, rtol=1e-5, atol=1e-7):
+            raise ValueError(f"this calibrated sampler runs only on its own sigmas {[round(v, 5) for v in cal.sigmas]} "
+                             f"(connect the Calibrated sampler's SIGMAS output), got {given.tolist()}")
+        if space_of(model) != cal.space:
+            raise ValueError(f"this calibrated sampler was calibrated for a {cal.space} model, not a {space_of(model)} one")
+        return cal.sample(model, x, extra_args, callback, disable)
+
+    return comfy.samplers.KSAMPLER(sample)
+
+
+def load(folder, key):
+    """The cached solver for `key`, or None (absent; or unusable, with a warning: it is recalibrated)."""
+    path = cache.cache_path(folder, key)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != json.loads(json.dumps(key, sort_keys=True)):
+            raise ValueError("written for another model, conditioning or format")
+        return solver.Calibrated.from_json(data["solver"])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        logging.warning("samplerlab: calibrated solver cache %s is unusable (%s); recalibrating", path, e)
+        return None
+
+
+def save(folder, key, cal):
+    """Write the solver to the cache; an unusable location is a warning (the calibration is still returned)."""
+    try:
+        path = cache.cache_path(folder, key)
+        cache.write_atomic(path, json.dumps({"key": key, "solver": cal.to_json()}, indent=1, sort_keys=True))
+        return path
+    except OSError as e:
+        logging.warning("samplerlab: cannot write the calibrated solver cache in %s (%s); not cached", folder, e)
+        return None
+
+
+class CalibratedSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        lo, hi = solver.NFE_RANGE
+        return schema(
+            node_id="SamplerLabCalibratedSampler",
+            display_name="Calibrated sampler (samplerlab)",
+            category=f"{CATEGORY}/samplers",
+            description=f"A solver fitted to THIS model for `steps` model calls: its levels and, per step, how the past "
+                        f"states and x0 predictions combine (a consistent linear multistep method), fitted so that runs "
+                        f"from `seeds` calibration latents end where a fine reference solve ends. At most "
+                        f"{solver.BUDGET} model calls on that batch, once; cached as JSON per model, conditioning, cfg, "
+                        f"latent shape and steps. Use both outputs with SamplerCustomAdvanced.",
+            search_aliases=["calibrate", "ld3", "s4s", "amed", "pas", "bespoke", "few steps"],
+            inputs=[io.Model.Input("model"),
+                    io.Conditioning.Input("positive"),
+                    io.Conditioning.Input("negative"),
+                    io.Latent.Input("latent", tooltip="Only its shape is used (the size of the latents calibrated on)."),
+                    io.Int.Input("steps", default=8, min=lo, max=hi, tooltip="Model calls of the calibrated solver."),
+                    io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                                   tooltip="The cfg the solver will be used with (use the same in the guider)."),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=False,
+                                 tooltip="Seed of the calibration noise (not of the image)."),
+                    io.Int.Input("seeds", default=2, min=1, max=16, tooltip="Latents in the calibration batch."),
+                    io.Combo.Input("mode", options=["reuse", "recalibrate"], default="reuse",
+                                   tooltip="reuse: load the cached solver when there is one; recalibrate: compute and overwrite."),
+                    io.String.Input("cache_dir", default="", optional=True,
+                                    tooltip=f"Folder of the JSON cache; empty: ${CACHE_ENV} or <ComfyUI user dir>/samplerlab/schedules.")],
+            outputs=[io.Sampler.Output(), io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps, cfg, seed, seeds, mode, cache_dir=""):
+        folder = cache_folder(cache_dir)
+        key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
+               "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": int(steps),
+               "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT}
+        found = load(folder, key) if mode == "reuse" else None
+        if found is None:
+            progress = staged_progress({"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2,
+                                        "fit": 20})
+            found = calibrate_in_host(model, positive, negative, cfg, latent, seeds, seed,
+                                      lambda model_k, x, extra_args, sigma_min, sigma_max, space: solver.calibrate_solver(
+                                          model_k, x, sigma_min, sigma_max, int(steps), space, extra_args, progress))
+            path = save(folder, key, found)
+            logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
+                         steps, found.model_calls, found.seconds, path)
+        sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
+        return io.NodeOutput(host_sampler(found), sigmas, ui={"sl_sigmas": sigmas.tolist()})
+
+
+NODES = [CalibratedSampler]

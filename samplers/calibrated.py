@@ -1,0 +1,348 @@
+"""A solver calibrated to the model at hand: its K levels and per-step multistep coefficients (pure torch).
+
+Form (host coordinates, x = alpha x0 + sigma n, one model call D_j = D(x_j; s_j) per level): step i is
+    x_{i+1} = sum_k a_ik x_{i-k} + sum_k b_ik D_{i-k}        (k < STATES for a, k < PREDICTIONS for b),
+a linear multistep method whose coefficients satisfy the first-order (consistency) conditions
+    sum_k a_ik alpha_{i-k} + sum_k b_ik = alpha_{i+1},        sum_k a_ik sigma_{i-k} = sigma_{i+1},
+that is, the step is exact whenever D is constant (the ODE's solution is then x = alpha c + sigma r).
+DDIM, DPM-Solver++ / exp_multistep (a = (sigma'/sigma, 0, ..)) and iPNDM (Adams-Bashforth in sigma on
+d = (x - D)/sigma, which mixes states and predictions) are all of this form.
+
+Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds batched):
+1. Reference: exp_multistep of order REFERENCE_ORDER over a Karras grid of REFERENCE_CALLS levels, its
+   states x*(s_j) recorded at every level (1e-5 of the data's scale on the lab problems, 100 times nearer
+   the exact solution than the Heun teacher of schedulers.calibrate at the same cost), in the form of
+   `calibrate.Reference` for its level search; a second solve at half the calls checks it: when their end
+   states differ by more than REFERENCE_TOLERANCE (RMS, relative) it is a ValueError giving the figure.
+2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
+   `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
+   (no Jacobian gain: the reference makes one call per level), then the Karras / polyexponential FAMILIES.
+3. Fit, per candidate (nfe real calls): the solver runs on the calibration starts; at step i, with the real
+   D_i in hand, theta = theta_base + N z (N an orthonormal basis of the null space of the two conditions,
+   theta_base the exp_multistep step of order <= 3) minimises, in closed form,
+       sum_b |x_{i+1,b}(theta) - x*_b(s_{i+1})|^2 + lam |z|^2,
+   lam chosen by leave-one-seed-out cross-validation (large lam = the base method). The state then moves
+   on with the fitted step, so each later step is fitted on the states the solver itself reaches
+   (trajectory matching, cf. LD3 arXiv 2405.15506, S4S arXiv 2502.17423, PAS arXiv 2411.06503).
+4. The candidate whose final state is nearest the reference end state is kept.
+"""
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..schedulers import REGISTRY as SCHEDULERS
+from ..schedulers import calibrate as reference_tools
+from ..schedulers.registry import check_range
+from .multistep import sample_exp_multistep, weights
+from .space import resolve
+from .stepping import Stepper
+
+F64 = torch.float64
+NFE_RANGE = (3, 16)
+BUDGET = 400
+REFERENCE_CALLS = 150
+REFERENCE_ORDER = 4
+REFERENCE_TOLERANCE = 2e-2
+STATES = 3
+PREDICTIONS = 4
+BASE_ORDER = 3
+RIDGE = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e3)
+FAMILIES = [("karras", {"rho": 7.0}), ("polyexponential", {"rho": 1.0}), ("karras", {"rho": 4.0}),
+            ("polyexponential", {"rho": 2.0}), ("karras", {"rho": 10.0}), ("karras", {"rho": 2.5}),
+            ("polyexponential", {"rho": 1.5}), ("polyexponential", {"rho": 3.0}), ("karras", {"rho": 5.5}),
+            ("karras", {"rho": 14.0}), ("karras", {"rho": 3.2}), ("polyexponential", {"rho": 1.25}),
+            ("polyexponential", {"rho": 1.75}), ("polyexponential", {"rho": 2.5}), ("karras", {"rho": 8.5}),
+            ("karras", {"rho": 2.0}), ("polyexponential", {"rho": 4.0}), ("karras", {"rho": 20.0})]
+"""Level families tried (in this order, as many as the call budget allows after the reference)."""
+FORMAT = "samplerlab.calibrated_solver/1"
+
+
+def conditions(space, s, i, n_states, n_preds):
+    """The first-order conditions of step i as (C [2, P], rhs [2]) over theta = (a_0.., b_0..)."""
+    hist = [s[i - k] for k in range(n_states)]
+    c = np.zeros((2, n_states + n_preds))
+    c[0, :n_states] = [space.alpha(v) for v in hist]
+    c[0, n_states:] = 1.0
+    c[1, :n_states] = [space.sigma(v) for v in hist]
+    return c, np.array([space.alpha(s[i + 1]), space.sigma(s[i + 1])])
+
+
+def base_step(space, s, i, n_states, n_preds):
+    """exp_multistep's step (DDIM with the theta-polynomial weights of the last min(i + 1, BASE_ORDER)
+    predictions; DDIM on the last step to 0) as theta."""
+    ratio = space.sigma(s[i + 1]) / space.sigma(s[i])
+    theta = np.zeros(n_states + n_preds)
+    theta[0] = ratio
+    q = min(i + 1, BASE_ORDER, n_preds)
+    lam = [space.lam(v) for v in s]
+    w = [1.0] if s[i + 1] == 0 or q == 1 else weights([lam[i - k] for k in range(q)], lam[i], lam[i + 1])
+    theta[n_states:n_states + len(w)] = np.asarray(w) * (space.alpha(s[i + 1]) - space.alpha(s[i]) * ratio)
+    return theta
+
+
+def null_basis(c):
+    """An orthonormal basis [P, P - rank] of {theta : C theta = 0}."""
+    _, sv, vh = np.linalg.svd(c)
+    rank = int((sv > 1e-12 * sv.max()).sum())
+    return vh[rank:].T
+
+
+def ridge_fit(gram, rhs, sq):
+    """z minimising sum_b (z'G_b z - 2 z'g_b + |t_b|^2) + lam |z|^2, lam from RIDGE (relative to the mean
+    diagonal) by leave-one-seed-out error; with one seed, the median of RIDGE. Returns (z, lam)."""
+    total_g, total_r = gram.sum(0), rhs.sum(0)
+    q = total_g.shape[0]
+    scale = max(float(np.trace(total_g)) / q, 1e-300)
+    eye = np.eye(q)
+    b = gram.shape[0]
+    if b < 2:
+        lam = scale * RIDGE[len(RIDGE) // 2]
+        return np.linalg.solve(total_g + lam * eye, total_r), lam
+    best = None
+    for rel in RIDGE:
+        lam = scale * rel
+        err = 0.0
+        for k in range(b):
+            z = np.linalg.solve(total_g - gram[k] + lam * (b - 1) / b * eye, total_r - rhs[k])
+            err += float(z @ gram[k] @ z - 2 * z @ rhs[k] + sq[k])
+        if best is None or err < best[0]:
+            best = (err, lam)
+    lam = best[1]
+    return np.linalg.solve(total_g + lam * eye, total_r), lam
+
+
+def fit_step(space, s, i, xs, ds, target):
+    """The coefficients of step i (module docstring, step 3) from histories xs, ds (newest first, flat
+    float64 [B, N] each) and the reference states `target` [B, N] at level s[i + 1]."""
+    c, _ = conditions(space, s, i, len(xs), len(ds))
+    theta = base_step(space, s, i, len(xs), len(ds))
+    null = null_basis(c)
+    if null.shape[1] == 0:
+        return theta
+    v = torch.stack(xs + ds, 1)  # [B, P, N]
+    resid = target - torch.einsum("bpn,p->bn", v, torch.from_numpy(theta))
+    a = torch.einsum("bpn,pq->bqn", v, torch.from_numpy(null))
+    gram = torch.einsum("bqn,brn->bqr", a, a).numpy()
+    rhs = torch.einsum("bqn,bn->bq", a, resid).numpy()
+    z, _ = ridge_fit(gram, rhs, resid.pow(2).sum(1).numpy())
+    return theta + null @ z
+
+
+def combine(theta, n_states, xs, ds):
+    """sum_k a_k xs[k] + sum_k b_k ds[k] (newest first), in the tensors' dtype, float64 scalars."""
+    out = xs[0].mul(float(theta[0]))
+    for k, coef in enumerate(theta[1:n_states], 1):
+        out.add_(xs[k], alpha=float(coef))
+    for k, coef in enumerate(theta[n_states:]):
+        out.add_(ds[k], alpha=float(coef))
+    return out
+
+
+def history_sizes(i):
+    return min(i + 1, STATES), min(i + 1, PREDICTIONS)
+
+
+@dataclass
+class Calibrated:
+    """A calibrated solver: host levels `sigmas` (nfe + 1, ending in 0) and per-step coefficients
+    (a_0.., b_0..) with the sizes of `history_sizes`."""
+
+    space: str
+    sigmas: list
+    coefficients: list
+    model_calls: int = 0
+    reference_error: float = 0.0
+    fit_error: float = 0.0
+    seconds: float = 0.0
+    schedule: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def nfe(self):
+        return len(self.sigmas) - 1
+
+    def sample(self, model, x, extra_args=None, callback=None, disable=None):
+        """Run the solver from x at sigmas[0] to 0: exactly nfe model calls, callback once per step."""
+        return run(self, model, x, extra_args, callback, disable)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        """The solver written by `to_json`; a ValueError if it is another format or breaks the conditions."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise ValueError(f"not a calibrated solver of format {FORMAT}")
+        try:
+            cal = cls(**data)
+        except TypeError as e:
+            raise ValueError(f"calibrated solver JSON has unexpected fields: {e}") from None
+        check(cal)
+        return cal
+
+
+def check(cal):
+    """A ValueError unless cal's levels descend to 0 and every step meets the first-order conditions."""
+    space = resolve(cal.space)
+    s = [float(v) for v in cal.sigmas]
+    if not NFE_RANGE[0] <= len(s) - 1 <= NFE_RANGE[1] or s[-1] != 0 or not all(a > b for a, b in zip(s, s[1:])):
+        raise ValueError(f"calibrated sigmas must be {NFE_RANGE[0]}..{NFE_RANGE[1]} + 1 descending levels ending in 0, got {s}")
+    if len(cal.coefficients) != len(s) - 1:
+        raise ValueError(f"calibrated solver needs {len(s) - 1} coefficient rows, got {len(cal.coefficients)}")
+    for i, theta in enumerate(cal.coefficients):
+        n_states, n_preds = history_sizes(i)
+        if len(theta) != n_states + n_preds or not all(math.isfinite(v) for v in theta):
+            raise ValueError(f"calibrated step {i} needs {n_states + n_preds} finite coefficients, got {theta}")
+        c, rhs = conditions(space, s, i, n_states, n_preds)
+        if not np.allclose(c @ np.asarray(theta), rhs, rtol=1e-6, atol=1e-9):
+            raise ValueError(f"calibrated step {i} breaks the first-order conditions: {c @ np.asarray(theta)} != {rhs}")
+
+
+def run(cal, model, x, extra_args=None, callback=None, disable=None, fit=None):
+    """The solver loop; with fit(i, xs, ds) -> theta the coefficients are fitted on the way (calibration)."""
+    sig = torch.tensor(cal.sigmas, dtype=F64)
+    steps = Stepper(model, x, sig, extra_args, callback, disable, cal.space)
+    xs, ds = [], []
+    for i in steps:
+        d = steps.denoise(x, steps.s[i])
+        steps.report(i, x, d)
+        n_states, n_preds = history_sizes(i)
+        xs, ds = ([x] + xs)[:n_states], ([d] + ds)[:n_preds]
+        theta = fit(i, xs, ds) if fit is not None else cal.coefficients[i]
+        x = combine(theta, n_states, xs, ds)
+    return x
+
+
+def flat(x):
+    return x.detach().to("cpu", F64).flatten(1)
+
+
+def snap(grid, levels):
+    """Indices into the descending host grid (last 0) nearest each level in log level, strictly increasing,
+    the first 0 and the last the final 0; None when the grid cannot hold them."""
+    inner = np.log(np.asarray(grid[1:-1]))
+    k = len(levels) - 1
+    if k > len(grid) - 1:
+        return None
+    idx = [0]
+    for v in levels[1:-1]:
+        j = 1 + int(np.abs(inner - math.log(v)).argmin())
+        idx.append(max(j, idx[-1] + 1))
+    idx.append(len(grid) - 1)
+    for p in range(len(idx) - 2, 0, -1):
+        idx[p] = min(idx[p], idx[p + 1] - 1)
+    return idx if all(a < b for a, b in zip(idx, idx[1:])) and idx[1] > 0 else None
+
+
+def checked_model(model, counter):
+    """model, counting calls and raising a ValueError naming the level where its output is not finite."""
+
+    def call(x, sigma, **kw):
+        counter[0] += 1
+        d = model(x, sigma, **kw)
+        if not bool(torch.isfinite(d).all()):
+            raise ValueError(f"the model's output is not finite at level sigma = {float(sigma.reshape(-1)[0]):.6g} "
+                             f"(model call {counter[0]} of the calibration)")
+        return d
+
+    return call
+
+
+def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progress):
+    """The reference (module docstring, step 1): host grid [M + 1] (Karras, M = calls, last 0), flat states
+    [M + 1, B, N] at its levels (the last the end state), and the surrogate `calibrate.Reference` (gains 0:
+    D held at its reference value per level) for the level search."""
+    grid = SCHEDULERS["karras"].fn(calls, sigma_min, sigma_max, space=space.name).to(x_T.dtype)
+    xs, ds = [], []
+
+    def record(info):
+        xs.append(flat(info["x"]))
+        ds.append(flat(info["denoised"]))
+        if progress is not None:
+            progress(len(xs), calls)
+
+    end = sample_exp_multistep(model, x_T, grid, extra_args=extra_args, callback=record, disable=True,
+                               space=space.name, order=REFERENCE_ORDER)
+    states = torch.stack(xs + [flat(end)])
+    coords = reference_tools.orthonormal_coordinates(torch.cat([states, torch.stack(ds)]))
+    ref = reference_tools.Reference(grid.tolist(), coords[:len(states)], coords[len(states):],
+                                    torch.zeros(len(ds), x_T.shape[0], dtype=F64), calls, states[-1])
+    return grid.tolist(), states, ref
+
+
+def candidates(ref, grid, nfe, space, sigma_min, sigma_max):
+    """Candidate level paths (grid indices): the surrogate's dynamic-programming schedule, then FAMILIES."""
+    out = []
+    try:
+        path, _ = reference_tools.search(ref, "exp_multistep", nfe, space.name)
+        out.append(("search", list(path)))
+    except (ValueError, KeyError):
+        pass
+    for name, opts in FAMILIES:
+        levels = SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, **opts).tolist()
+        path = snap(grid, levels)
+        label = f"{name}(rho={opts['rho']:g})"
+        if path is not None and all(path != p for _, p in out):
+            out.append((label, path))
+    return out
+
+
+def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_args=None, progress=None,
+                     reference_calls=REFERENCE_CALLS):
+    """The calibrated solver of `model` with `nfe` calls (NFE_RANGE) from calibration starts x_T [B, ...] at
+    sigma_max (module docstring). progress(stage, done, total) is called along the way and may raise to
+    cancel; stages "reference", "check", "fit". At most BUDGET model calls."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or not NFE_RANGE[0] <= nfe <= NFE_RANGE[1]:
+        raise ValueError(f"nfe must be an integer in [{NFE_RANGE[0]}, {NFE_RANGE[1]}], got {nfe!r}")
+    check_range(nfe, sigma_min, sigma_max)
+    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 2:
+        raise ValueError("x_T must be a tensor [B, ...] of calibration start states")
+    if isinstance(reference_calls, bool) or not isinstance(reference_calls, int) or not 20 <= reference_calls <= 200:
+        raise ValueError(f"reference_calls must be an integer in [20, 200], got {reference_calls!r}")
+    space = resolve(space)
+    t0, counter = time.perf_counter(), [0]
+    counted = checked_model(model, counter)
+    grid, states, ref = trajectory(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls,
+                                   (lambda done, total: progress("reference", done, total)) if progress else None)
+    half = SCHEDULERS["karras"].fn(reference_calls // 2, sigma_min, sigma_max, space=space.name).to(x_T.dtype)
+    report = (lambda info: progress("check", info["i"] + 1, len(half) - 1)) if progress is not None else None
+    check_end = flat(sample_exp_multistep(counted, x_T, half, extra_args=extra_args, callback=report, disable=True,
+                                          space=space.name, order=REFERENCE_ORDER))
+    scale = float(states[-1].pow(2).mean().sqrt())
+    ref_error = float((check_end - states[-1]).pow(2).mean().sqrt()) / max(scale, 1e-30)
+    if not ref_error <= REFERENCE_TOLERANCE:
+        raise ValueError(f"the reference solve does not converge: |x_{reference_calls} - x_{reference_calls // 2}| "
+                         f"(end states of {reference_calls} and {reference_calls // 2} calls) is {ref_error:.3g} of |x|, "
+                         f"above {REFERENCE_TOLERANCE}")
+    options = candidates(ref, grid, nfe, space, sigma_min, sigma_max)
+    options = options[:max(1, (BUDGET - counter[0]) // nfe)]
+    best = None
+    for n, (label, path) in enumerate(options):
+        levels = [grid[j] for j in path]
+        cal = Calibrated(space.name, levels, [])
+
+        def fit(i, xs, ds, path=path, cal=cal):
+            theta = fit_step(space, levels, i, [flat(v) for v in xs], [flat(v) for v in ds], states[path[i + 1]])
+            cal.coefficients.append([float(v) for v in theta])
+            return theta
+
+        with torch.no_grad():
+            end = run(cal, counted, x_T, extra_args, disable=True, fit=fit)
+        err = float((flat(end) - states[-1]).pow(2).mean(1).sqrt().mean())
+        if not math.isfinite(err):
+            raise ValueError(f"the calibrated solver's end state is not finite for the {label} levels")
+        if best is None or err < best.fit_error:
+            best = cal
+            cal.fit_error, cal.schedule = err, label
+        if progress is not None:
+            progress("fit", n + 1, len(options))
+    best.model_calls, best.reference_error = counter[0], ref_error
+    best.seconds = time.perf_counter() - t0
+    best.meta = {"seeds": int(x_T.shape[0]), "reference_calls": reference_calls, "candidates": len(options)}
+    check(best)
+    return best

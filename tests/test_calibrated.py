@@ -1,0 +1,150 @@
+"""The calibrated solver (samplers/calibrated.py): API, call counts, consistency, held-out gain, JSON, bad input."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from samplerlab.lab import problems
+from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
+from samplerlab.samplers import REGISTRY as SAMPLERS
+from samplerlab.samplers.calibrated import BUDGET, Calibrated, calibrate_solver, conditions, history_sizes
+from samplerlab.samplers.space import resolve
+from samplerlab.schedulers import REGISTRY as SCHEDULERS
+
+PROBLEM = problems.Gaussian(shape=(24,), lam_min=0.01, lam_max=4.0, seed=3)
+
+
+def calibrated(space="ve", nfe=5, seeds=range(100, 106)):
+    lo, hi = schedule_range(PROBLEM, space)
+    x, _ = PROBLEM.draw(list(seeds), space, hi)
+    counted = CountingModel(PROBLEM.model(space))
+    cal = calibrate_solver(counted, x, lo, hi, nfe, space)
+    return cal, counted.calls
+
+
+@pytest.fixture(scope="module")
+def cal5():
+    return calibrated()
+
+
+def test_levels_calls_and_callback(cal5):
+    cal, spent = cal5
+    s = cal.sigmas
+    assert len(s) == 6 and s[-1] == 0 and all(a > b for a, b in zip(s, s[1:]))
+    assert s[0] == pytest.approx(PROBLEM.sigma_max, rel=1e-6)
+    assert spent == cal.model_calls <= BUDGET
+    x, _ = PROBLEM.draw([1, 2], "ve", s[0])
+    counted, seen = CountingModel(PROBLEM.model()), []
+    out = cal.sample(counted, x, callback=lambda info: seen.append((info["i"], float(info["sigma"]))), disable=True)
+    assert counted.calls == 5 and [i for i, _ in seen] == list(range(5))
+    assert [v for _, v in seen] == pytest.approx(s[:-1]) and bool(torch.isfinite(out).all())
+
+
+def test_every_step_is_first_order_consistent(cal5):
+    cal, _ = cal5
+    space = resolve(cal.space)
+    for i, theta in enumerate(cal.coefficients):
+        c, rhs = conditions(space, cal.sigmas, i, *history_sizes(i))
+        assert np.allclose(c @ np.asarray(theta), rhs, rtol=0, atol=1e-9)
+    # exact when D is constant: the ODE then ends at that constant from any start
+    c0 = torch.linspace(-1, 1, 24, dtype=torch.float64)
+    x = 80.0 * torch.randn(3, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = cal.sample(lambda x, s: c0.expand_as(x), x, disable=True)
+    torch.testing.assert_close(out, c0.expand_as(out), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("space", ["ve", "flow"])
+def test_held_out_error_below_half_of_dpmpp_2m(space):
+    cal, _ = calibrated(space, nfe=6)
+    lo, hi = schedule_range(PROBLEM, space)
+    x, _ = PROBLEM.draw(range(8), space, hi)
+    exact = PROBLEM.exact(x, hi, 0.0, space)
+    mine = float(rms_error(cal.sample(PROBLEM.model(space), x, disable=True), exact).mean())
+    for sched in ("karras", "exponential"):
+        sig = SCHEDULERS[sched].fn(6, lo, hi, space=space)
+        base = float(rms_error(SAMPLERS["dpmpp_2m"].fn(PROBLEM.model(space), x, sig, disable=True, space=space), exact).mean())
+        assert mine < 0.5 * base, (sched, mine, base)
+
+
+def test_batch_independent(cal5):
+    cal, _ = cal5
+    x, _ = PROBLEM.draw([4, 5, 6], "ve", cal.sigmas[0])
+    both = cal.sample(PROBLEM.model(), x, disable=True)
+    one = cal.sample(PROBLEM.model(), x[1:2], disable=True)
+    torch.testing.assert_close(both[1:2], one, rtol=0, atol=1e-12)
+
+
+def test_json_round_trip_and_tampering(cal5):
+    cal, _ = cal5
+    again = Calibrated.from_json(cal.to_json())
+    x, _ = PROBLEM.draw([7], "ve", cal.sigmas[0])
+    torch.testing.assert_close(again.sample(PROBLEM.model(), x, disable=True), cal.sample(PROBLEM.model(), x, disable=True))
+    data = json.loads(cal.to_json())
+    data["coefficients"][2][0] += 0.01
+    with pytest.raises(ValueError, match="first-order"):
+        Calibrated.from_json(json.dumps(data))
+    data = json.loads(cal.to_json())
+    data["format"] = "samplerlab.calibrated_schedule/1"
+    with pytest.raises(ValueError, match="format"):
+        Calibrated.from_json(json.dumps(data))
+    data = json.loads(cal.to_json())
+    data["sigmas"][2] = data["sigmas"][1]
+    with pytest.raises(ValueError, match="descending"):
+        Calibrated.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("nfe", [2, 17, 5.0, True])
+def test_nfe_outside_range_named(nfe):
+    x, _ = PROBLEM.draw([0], "ve")
+    with pytest.raises(ValueError, match=r"nfe must be an integer in \[3, 16\]"):
+        calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, nfe)
+
+
+def test_non_finite_output_names_the_level():
+    x, _ = PROBLEM.draw([0, 1], "ve")
+
+    def broken(x, sigma):
+        d = PROBLEM.model()(x, sigma)
+        return d * math.nan if float(sigma[0]) < 1.0 else d
+
+    with pytest.raises(ValueError, match=r"not finite at level sigma = 0\.9"):
+        calibrate_solver(broken, x, 0.002, 80.0, 5)
+
+
+def test_reference_that_does_not_converge_is_reported():
+    x, _ = PROBLEM.draw([0, 1], "ve")
+
+    def rough(x, sigma):  # an x0 prediction oscillating in x and sigma: no solve converges at these budgets
+        return 3.0 * torch.sin(50.0 * x + 40.0 * sigma.log().reshape(-1, 1))
+
+    with pytest.raises(ValueError, match=r"does not converge: .* is [0-9.e+-]+ of \|x\|"):
+        calibrate_solver(rough, x, 0.002, 80.0, 5)
+
+
+def test_progress_reports_stages_and_may_cancel():
+    x, _ = PROBLEM.draw([0], "ve")
+    stages = []
+    calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 3, progress=lambda st, done, total: stages.append(st))
+    assert {"reference", "check", "fit"} <= set(stages)
+
+    def cancel(stage, done, total):
+        if stage == "fit":
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 3, progress=cancel)
+
+
+def test_study_on_held_out_seeds():
+    from samplerlab.lab.studies import calibrated as study
+
+    with pytest.raises(ValueError, match="disjoint"):
+        study.evaluate(PROBLEM, "ve", [5], range(4), range(3, 6))
+    rows = study.evaluate(PROBLEM, "ve", [5], range(3), range(100, 104))
+    assert rows[0]["nfe"] == 5 and rows[0]["calls"] <= BUDGET and rows[0]["baseline"]
+    assert rows[0]["ratio"] < 0.5, rows
+    more = [dict(rows[0], nfe=6, calibrated=0.5 * rows[0]["calibrated"]), dict(rows[0], nfe=8, calibrated=10 * rows[0]["calibrated"])]
+    assert study.monotone(rows + more) == [True, True, False]
+    assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)

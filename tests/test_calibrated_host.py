@@ -1,0 +1,83 @@
+"""Host contract of the Calibrated sampler node inside a real ComfyUI (runs only when COMFYUI_PATH is set)."""
+import logging
+
+import pytest
+
+from comfy_host import analytic_model, comfy, cond, needs_comfyui
+
+pytestmark = needs_comfyui
+
+
+@pytest.fixture(scope="module")
+def host():
+    return comfy()
+
+
+def args(mp, cache_dir, **kw):
+    import torch
+
+    return dict(model=mp, positive=cond(1.0), negative=cond(-1.0), latent={"samples": torch.zeros(1, 4, 8, 8)}, steps=5,
+                cfg=1.0, seed=3, seeds=2, mode="reuse", cache_dir=str(cache_dir), **kw)
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+def test_calibrated_sampler_in_sample_custom_and_cached(host, flow, tmp_path, monkeypatch):
+    nodes, pack = host
+    import comfy.sample
+    import torch
+
+    mp = analytic_model(flow)
+    node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"]
+    sampler, sigmas = node.execute(**args(mp, tmp_path))[:2]
+    files = list(tmp_path.glob("calibrated-5-*.json"))
+    assert len(files) == 1 and len(sigmas) == 6 and float(sigmas[-1]) == 0 and bool((sigmas[:-1] > sigmas[1:]).all())
+    assert not flow or float(sigmas[0]) == 1.0
+    noise = comfy.sample.prepare_noise(torch.zeros(2, 4, 8, 8), 11)
+    calls = []
+
+    def run(sampler, s):
+        return comfy.sample.sample_custom(mp, noise, 1.0, sampler, s, cond(1.0), cond(-1.0), torch.zeros(2, 4, 8, 8),
+                                          disable_pbar=True, seed=11, callback=lambda *a: calls.append(a[0]))
+
+    def karras(steps):
+        return nodes.NODE_CLASS_MAPPINGS["SamplerLabScheduleKarras"].execute(model=mp, steps=steps, denoise=1.0, rho=7.0)[0]
+
+    base = nodes.NODE_CLASS_MAPPINGS["SamplerLabExpMultistep"].execute(order=3)[0]
+    target = run(base, karras(200))  # the host's own converged solve from the same noise
+    calls.clear()
+    mine = float((run(sampler, sigmas) - target).pow(2).mean().sqrt())
+    assert calls == list(range(5))
+    assert mine < 0.1 * float((run(base, karras(5)) - target).pow(2).mean().sqrt())
+    with pytest.raises(ValueError, match="its own sigmas"):
+        run(sampler, karras(5))
+
+    calibrated = pack.nodes.calibrated.solver
+    monkeypatch.setattr(calibrated, "calibrate_solver", lambda *a, **k: pytest.fail("the cache was not used"))
+    again = node.execute(**args(mp, tmp_path))
+    torch.testing.assert_close(again[1], sigmas)
+    monkeypatch.undo()
+    files[0].write_text("{broken")
+    torch.testing.assert_close(node.execute(**args(mp, tmp_path))[1], sigmas)  # recalibrated: same model, same result
+    assert len(list(tmp_path.glob("calibrated-5-*.json"))) == 1
+
+
+def test_unusable_cache_location_warns_and_still_returns(host, tmp_path, caplog):
+    nodes, _ = host
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        out = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"].execute(**args(analytic_model(False), blocker / "sub"))
+    assert len(out[1]) == 6 and "cannot write the calibrated solver cache" in caplog.text
+
+
+def test_cancel_stops_calibration(host, tmp_path):
+    nodes, _ = host
+    import comfy.model_management
+
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"].execute(**args(analytic_model(False), tmp_path))
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert not list(tmp_path.glob("*.json"))
