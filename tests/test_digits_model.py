@@ -148,3 +148,17 @@ def test_samples_depend_on_their_own_seed_only():
     a = digits_lab.sample([3, 7], [11, 12], "euler", 4)
     b = digits_lab.sample([5, 7], [13, 12], "euler", 4)
     torch.testing.assert_close(a[1], b[1])
+
+
+def test_digits_eval_command_writes_figures(tmp_path):
+    from samplerlab.lab.cli import main
+
+    out = tmp_path / "eval.json"
+    main(["digits-eval", "--sampler", "euler", "--steps", "3", "--cfg", "1", "2", "--per-class", "2", "--boot", "5",
+          "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("python -m samplerlab digits-eval --sampler euler --steps 3 --cfg 1 2")
+    for row in result["rows"]:
+        assert row["samples"] == 20 and 0 <= row["accuracy"] <= 1 and row["frechet"] > 0
+        assert row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1]
+    assert out.with_suffix(".png").stat().st_size > 1000
