@@ -46,7 +46,7 @@ def load(folder, key):
         if data.get("key") != json.loads(json.dumps(key, sort_keys=True)):
             raise ValueError("written for another model, conditioning or format")
         return solver.Calibrated.from_json(data["solver"])
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError, UnicodeDecodeError) as e:
         logging.warning("samplerlab: calibrated solver cache %s is unusable (%s); recalibrating", path, e)
         return None
 
@@ -55,9 +55,9 @@ def save(folder, key, cal):
     """Write the solver to the cache; an unusable location is a warning (the calibration is still returned)."""
     try:
         path = cache.cache_path(folder, key)
-        cache.write_atomic(path, json.dumps({"key": key, "solver": cal.to_json()}, indent=1, sort_keys=True))
+        cache.write_atomic(path, json.dumps({"key": key, "solver": cal.to_json()}, indent=1, sort_keys=True), folder)
         return path
-    except OSError as e:
+    except ValueError as e:
         logging.warning("samplerlab: cannot write the calibrated solver cache in %s (%s); not cached", folder, e)
         return None
 

@@ -16,7 +16,7 @@ from ..schedulers import calibrate as cal
 from .calibration import CACHE_ENV, cache_folder, cond_identity, model_identity, staged_progress
 from .calibration import calibrate_in_host as in_host
 from .generated import CATEGORY
-from .host import space_of
+from .host import model_sampling_of, sigma_range, space_of
 from .widgets import schema
 
 
