@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
-from . import bench, compare_cli, docs, guidance, images, poisson, problems, report, schedules
+from . import bench, compare_cli, digits_lab, docs, guidance, images, poisson, problems, report, schedules
 from .runner import registry_contenders, run_grid, schedule_range
 
 
@@ -66,8 +66,29 @@ def cmd_demo(args):
     report.write_json(records, out / "report.json", command="demo", seeds=args.seeds)
     report.plot(records, out / "error_vs_nfe.png")
     field_grid(contenders, args.nfe, args.schedules[0], [0]).save(out / "field_grid.png")
+    digits_lab.grid(contenders, args.nfe, args.schedules[0]).save(out / "digits_grid.png")
     print(report.markdown(records))
-    print(f"wrote {out}/report.md, report.json, error_vs_nfe.png, field_grid.png in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {out}/report.md, report.json, error_vs_nfe.png, field_grid.png, digits_grid.png in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_train(args):
+    """Train a shipped network reproducibly (one thread, fixed seed) and write its weights and manifest."""
+    from . import classifier, trained
+
+    torch.set_num_threads(args.threads)
+    module = {"digits": trained, "classifier": classifier}[args.network]
+    steps = module.TRAIN["steps"] if args.steps is None else args.steps
+    out = Path(args.out) if args.out else module.WEIGHTS
+    command = " ".join(["python -m samplerlab train", args.network, "--steps", str(steps), "--seed", str(args.seed),
+                        "--threads", str(args.threads)] + (["--out", args.out] if args.out else []))
+    t0 = time.perf_counter()
+    with tqdm(total=steps, desc=f"train {args.network}", disable=args.quiet) as bar:
+        if args.network == "digits":
+            manifest = trained.write(steps, args.seed, out, command, lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+        else:
+            manifest = classifier.write(steps, args.seed, out, command)
+    print(f"wrote {out} and {out.with_suffix('.json')} in {time.perf_counter() - t0:.0f} s: "
+          + ", ".join(f"{k} {manifest[k]}" for k in ("final_loss", "heldout_accuracy", "sha256") if k in manifest))
 
 
 def main(argv=None):
@@ -86,7 +107,16 @@ def main(argv=None):
     demo.add_argument("--seeds", type=int, default=8)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(fn=cmd_demo)
+    train = sub.add_parser("train", help="retrain a shipped network (the digits denoiser or the classifier) reproducibly")
+    train.add_argument("network", choices=["digits", "classifier"])
+    train.add_argument("--steps", type=int, default=None, help="default: the shipped network's")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1, help="torch threads (default 1: bit-reproducible)")
+    train.add_argument("--out", default=None, help="weights file (default: the shipped one in lab/weights/)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(fn=cmd_train)
     bench.add_parser(sub)
+    digits_lab.add_parser(sub)
     compare_cli.add_parser(sub)
     guidance.add_parser(sub)
     schedules.add_parser(sub)

@@ -1,0 +1,69 @@
+"""Metrics of generated digits, judged by the shipped classifier (lab/classifier.py): class accuracy with
+a Wilson 95% interval, and the Frechet distance between Gaussian fits of its 128-d penultimate features,
+|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (Heusel et al. 2017), computed by torchmetrics'
+FrechetInceptionDistance with the classifier as its feature extractor, with a bootstrap interval.
+torchmetrics is imported only here, when a distance is computed.
+"""
+import math
+
+import torch
+from torch import nn
+
+from . import classifier
+
+
+def accuracy(x, labels, path=classifier.WEIGHTS):
+    """(fraction of images x [N, 1, 16, 16] classified as labels [N], Wilson 95% interval (lo, hi))."""
+    net = classifier.network(path)
+    with torch.no_grad():
+        k = int((net(x.float()).argmax(1) == torch.as_tensor(labels)).sum())
+    return k / len(x), wilson(k, len(x))
+
+
+def wilson(k, n, z=1.96):
+    """The Wilson score interval of a binomial proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def features(x, path=classifier.WEIGHTS):
+    """The classifier's penultimate features [N, 128] (float64) of images x [N, 1, 16, 16] in [-1, 1]."""
+    with torch.no_grad():
+        return classifier.network(path).features(x.float()).double()
+
+
+class _Given(nn.Module):
+    """The feature extractor handed to torchmetrics: the features are computed already (one pass over
+    each image set, reused by every bootstrap resample)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, f):
+        return f
+
+
+def _fid(fa, fb):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=_Given(fa.shape[1]))
+    metric.update(fa, real=True)
+    metric.update(fb, real=False)
+    return float(metric.compute())
+
+
+def frechet(fa, fb, boot=200, seed=0):
+    """(Frechet distance F of feature sets fa [N, d] and fb [M, d], bootstrap 95% interval (lo, hi)).
+
+    `boot` seeded resamples of both sets with replacement; the estimator is biased upward by O(d / N)
+    and a resample's estimate once more, so the percentile interval of the replicates F*_b is shifted
+    by the bootstrap bias estimate mean(F*) - F (Efron & Tibshirani 1993, Sec. 10.2) to lie around F."""
+    g = torch.Generator().manual_seed(seed)
+    reps = sorted(_fid(fa[torch.randint(len(fa), (len(fa),), generator=g)],
+                       fb[torch.randint(len(fb), (len(fb),), generator=g)]) for _ in range(boot))
+    value = _fid(fa, fb)
+    bias = sum(reps) / boot - value
+    return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)
