@@ -223,3 +223,113 @@ class ELS(_TrainingSet):
                 logits = torch.baddbmm(shift[None], q[rows], keys.T.expand(len(q[rows]), -1, -1), alpha=a / (s * s))
                 state.update(logits, values, rows)
         return state.mean().transpose(1, 2).reshape(x.shape)
+
+
+def r2(pred, target):
+    """Per-image coefficient of determination of `pred` against `target` [B, ...]:
+    1 - sum (pred - target)^2 / sum (target - mean target)^2."""
+    t = target.flatten(1).to(F64)
+    sst = ((t - t.mean(1, keepdim=True)) ** 2).sum(1)
+    return 1 - ((pred.flatten(1).to(F64) - t) ** 2).sum(1) / sst
+
+
+def calibrate(network, machine, images, labels, sigmas, sizes, seed=0):
+    """The paper's calibration of P(sigma): at each VE level sigma, noisy held-out images x = y + sigma n
+    (class `labels`, or None) go through the network and through the ELS `machine` at every candidate patch
+    size; P(sigma) = the size with the highest median r^2 against the network's x0 prediction.
+    `network` and `machine` are lab problems (`model("ve", labels)`). Returns (schedule points, r2 table
+    [len(sigmas), len(sizes)] of medians)."""
+    g = torch.Generator().manual_seed(seed)
+    table = torch.zeros(len(sigmas), len(sizes), dtype=F64)
+    schedule = machine.schedule
+    try:
+        for i, s in enumerate(sigmas):
+            x = images.to(F64) + s * torch.randn(images.shape, generator=g, dtype=F64)
+            level = torch.full((len(x),), float(s), dtype=F64)
+            target = network.model("ve", labels)(x, level)
+            for j, p in enumerate(sizes):
+                machine.schedule = PatchSchedule([(1.0, p)])
+                table[i, j] = r2(machine.model("ve", labels)(x, level), target).quantile(0.5)
+    finally:
+        machine.schedule = schedule
+    return [(float(s), int(sizes[int(table[i].argmax())])) for i, s in enumerate(sigmas)], table
+
+
+CALIBRATION_SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 8.0)
+CALIBRATION_SIZES = (1, 3, 5, 7, 9, 11, 15)
+
+
+def cost(n_images=4, sizes=(3, 7, 15)):
+    """Measured milliseconds per image per ELS call over the digits training split (unconditional: every
+    training image), with the FLOPs of `flops`, one row per patch size."""
+    import time
+
+    from . import digits
+
+    train, _ = digits.load("train")
+    x = torch.randn(n_images, *train.shape[1:], generator=torch.Generator().manual_seed(0), dtype=F64)
+    level = torch.full((n_images,), 0.5, dtype=F64)
+    rows = []
+    for p in sizes:
+        machine = ELS(train, schedule=[(1.0, p)])
+        start = time.perf_counter()
+        machine.model("ve")(x, level)
+        ms = (time.perf_counter() - start) / n_images * 1e3
+        rows.append({"patch": p, "train_images": len(train), "ms_per_image": round(ms), "gflop_per_image": round(flops(len(train), train.shape[1:], p) / 1e9, 2)})
+    return rows
+
+
+def main(argv=None):
+    """python -m samplerlab.lab.els calibrate --network NAME: calibrate P(sigma) of the class-conditional ELS
+    over the digits training split against reference model NAME (lab/reference_models.py) on held-out digits
+    0..k-1 (noise seed 0), report r^2 on held-out digits k..3k-1 (noise seed 1), write SCHEDULE_FILE.
+    python -m samplerlab.lab.els cost: measured time and FLOPs per image per call."""
+    import argparse
+    import time
+
+    from . import digits
+    from .reference_models import load
+
+    ap = argparse.ArgumentParser(prog="python -m samplerlab.lab.els", description=main.__doc__)
+    ap.add_argument("command", choices=["calibrate", "cost"])
+    ap.add_argument("--network", help="reference model to calibrate against (calibrate)")
+    ap.add_argument("--images", type=int, default=8, help="held-out images to calibrate on (twice as many to report on)")
+    ap.add_argument("--out", default=str(SCHEDULE_FILE))
+    args = ap.parse_args(argv)
+    if args.command == "cost":
+        for row in cost():
+            print(json.dumps(row))
+        return
+    if not args.network:
+        ap.error("calibrate needs --network")
+    start = time.perf_counter()
+    network = load(args.network)
+    train, train_labels = digits.load("train")
+    held, held_labels = digits.load("heldout")
+    machine = ELS(train, train_labels, classes=digits.CLASSES)
+    k = args.images
+    points, table = calibrate(network, machine, held[:k], held_labels[:k], CALIBRATION_SIGMAS, CALIBRATION_SIZES, seed=0)
+    machine.schedule = PatchSchedule(points)
+    g = torch.Generator().manual_seed(1)
+    report = []
+    for s in CALIBRATION_SIGMAS:
+        x = held[k:3 * k].to(F64) + s * torch.randn(held[k:3 * k].shape, generator=g, dtype=F64)
+        level = torch.full((len(x),), s, dtype=F64)
+        labels = held_labels[k:3 * k]
+        report.append(float(r2(machine.model("ve", labels)(x, level), network.model("ve", labels)(x, level)).quantile(0.5)))
+    data = {
+        "sigmas": [s for s, _ in points], "sizes": [p for _, p in points],
+        "command": f"python -m samplerlab.lab.els calibrate --network {args.network} --images {k}",
+        "network": args.network, "padding": machine.padding, "train_images": len(train),
+        "calibration": {"heldout": [0, k], "noise_seed": 0, "sizes_tried": list(CALIBRATION_SIZES),
+                        "median_r2": [[round(float(v), 4) for v in row] for row in table]},
+        "evaluation": {"heldout": [k, 3 * k], "noise_seed": 1, "median_r2": [round(v, 4) for v in report],
+                       "median_over_levels": round(float(torch.tensor(report).quantile(0.5)), 4)},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
+    print(json.dumps(data["evaluation"]), f"{data['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

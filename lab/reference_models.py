@@ -48,7 +48,11 @@ def _digits(per_class):
     """The digits training split (lab/digits.py), the first `per_class` images of each class (None: all)."""
     from . import digits
 
-    images, labels = digits.load("train")
+    try:
+        images, labels = digits.load("train")
+    except ModuleNotFoundError as e:
+        raise RuntimeError(f"the digits ELS and empirical reference models read the training digits from "
+                           f"scikit-learn's bundled copy: pip install scikit-learn ({e})") from e
     if per_class is not None:
         keep = torch.cat([torch.nonzero(labels == c)[:per_class, 0] for c in range(digits.CLASSES)]).sort().values
         images, labels = images[keep], labels[keep]
@@ -56,10 +60,16 @@ def _digits(per_class):
 
 
 def _els(per_class):
-    from .els import ELS
+    from .els import ELS, PatchSchedule
 
     images, labels, classes = _digits(per_class)
-    return ELS(images, labels, classes=classes)
+    return ELS(images, labels, classes=classes, schedule=PatchSchedule.load())  # calibrated on digits_unet
+
+
+def _unet():
+    from .trained import Digits
+
+    return Digits(cfg=1.0)  # the plain conditional network: guidance is the host's (CFGGuider, KSampler cfg)
 
 
 def _empirical():
@@ -70,6 +80,8 @@ def _empirical():
 
 
 REGISTRY = {spec.name: spec for spec in (
+    ReferenceSpec("digits_unet", "trained class-conditional UNet on the digits (EDM; real network errors)",
+                  (1, 16, 16), 10, _unet),
     ReferenceSpec("digits_els", "ELS patch machine over 30 training digits per class (creative patch mosaics)",
                   (1, 16, 16), 10, lambda: _els(30)),
     ReferenceSpec("digits_empirical", "empirical optimal denoiser of the digits training set (memorises it)",

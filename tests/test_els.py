@@ -148,3 +148,22 @@ def test_schedule_picks_the_nearest_level_in_log_sigma(tmp_path):
 
 def test_cost_formula():
     assert els.flops(10, (1, 4, 4), 3) == 10 * 256 * (2 * 9 + 2 + 1)
+
+
+def test_calibration_recovers_the_schedule_of_a_known_machine():
+    ys, _ = data(n=8, shape=(1, 8, 8), seed=1)
+    held, _ = data(n=3, shape=(1, 8, 8), seed=2)
+    truth = PatchSchedule([(0.1, 1), (0.5, 3), (2.0, 7)])
+    network = ELS(ys, schedule=truth)
+    machine = ELS(ys)
+    points, table = els.calibrate(network, machine, held, None, [0.1, 0.5, 2.0], [1, 3, 5, 7], seed=0)
+    assert points == [(0.1, 1), (0.5, 3), (2.0, 7)]
+    assert torch.allclose(table.max(1).values, torch.ones(3, dtype=F64))
+    assert machine.schedule(0.5) == 5  # its own (development) schedule is restored
+
+
+def test_r2_is_one_for_a_perfect_match_and_zero_for_the_mean():
+    t = torch.randn(2, 1, 4, 4, dtype=F64)
+    assert torch.allclose(els.r2(t, t), torch.ones(2, dtype=F64))
+    mean = t.flatten(1).mean(1).view(2, 1, 1, 1).expand_as(t)
+    assert torch.allclose(els.r2(mean, t), torch.zeros(2, dtype=F64), atol=1e-12)
