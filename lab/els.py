@@ -6,19 +6,22 @@ variables x_ve = x / alpha at sigma_ve = sigma / alpha). Training images y_i, i 
 
 Empirical denoiser (the optimal denoiser of the training set, which memorises it):
     D(x)  = sum_i w_i y_i,   w_i = softmax_i( -|x - alpha y_i|^2 / (2 sigma^2) ).
-ELS machine (the paper's Eq. 9, ELS form of its Eq. 7, in VE units: alpha_t -> alpha, 1 - alpha_t^2 -> sigma^2):
+ELS machine (the paper's, in its DDPM notation x_t = sqrt(abar) x0 + sqrt(1 - abar) eps with weights
+exp(-|Omega_p(x_t) - sqrt(abar) Omega_q(y_i)|^2 / (2 (1 - abar))); here alpha = sqrt(abar), sigma = sqrt(1 - abar),
+checked against the authors' reference code, not against equation numbers):
     D(x)[p] = sum_{i, q in Q(p)} w_{i,q}(p) y_i[q],
     w_{i,q}(p) = softmax_{i, q in Q(p)}( -|Omega_p(x) - alpha Omega_q(y_i)|^2 / (2 sigma^2) ),
 where Omega_p is the P x P patch (all channels) centred on pixel p, P = P(sigma_ve) odd (the
 patch-size schedule), and the centre pixel y_i[q] of the training patch is the predicted value.
 Translation equivariance = every position q of every training image takes part:
-  - padding="circular": images on the torus, Q(p) = all H W positions (the paper's theory, for
-    circularly padded networks);
+  - padding="circular": query and training images on the torus, Q(p) = all H W positions (the paper's
+    theory, for circularly padded networks; the authors' code takes training patches at unpadded
+    positions only);
   - padding="zero": patches reaching over the border are zero-filled and Q(p) holds the positions q whose
     patch overlaps the border exactly as p's does (same clipped distances to each edge), so interior
     pixels use all interior patches, edge pixels slide along their edge only and corners are fixed. This
-    is the paper's boundary-aware ELS for zero-padded networks (its best match to trained UNets and
-    ResNets; reference code LocalEquivBordersScoreModule), and the default.
+    is the paper's boundary-aware ELS for zero-padded networks (authors' code LocalEquivBordersScoreModule),
+    the padding of the shipped digits UNet, and the default.
 Class-conditional: the training set restricted to one class (labels == classes is the null label: all).
 
 Streaming: the softmax is a log-sum-exp over training-image chunks (running max, denominator and weighted
@@ -279,11 +282,39 @@ def cost(n_images=4, sizes=(3, 7, 15)):
     return rows
 
 
+def nearest_distance(x, pool):
+    """RMS per-pixel distance from each x [B, ...] to its nearest image in pool [N, ...]."""
+    return torch.cdist(x.flatten(1).to(F64), pool.flatten(1).to(F64)).amin(1) / math.sqrt(x[0].numel())
+
+
+def novelty(seeds=(0, 1, 2, 3), steps=12, sigma_max=10.0, sigma_min=0.05):
+    """Samples of the class-conditional ELS (digits training split, calibrated schedule) and of the empirical
+    denoiser from the same start noise and labels (label = seed mod 10; dpmpp_2m on a Karras schedule):
+    the RMS distance of each to its nearest training image, beside held-out real digits' own distance."""
+    from ..samplers import REGISTRY as SAMPLERS
+    from ..schedulers import REGISTRY as SCHEDULES
+    from . import digits
+
+    train, labels = digits.load("train")
+    held, _ = digits.load("heldout")
+    sigmas = SCHEDULES["karras"].fn(steps, sigma_min, sigma_max).to(F64)
+    cls = torch.tensor([s % digits.CLASSES for s in seeds])
+    noise = torch.stack([torch.randn(train.shape[1:], generator=torch.Generator().manual_seed(s), dtype=F64) for s in seeds])
+    out = {}
+    for name, machine in (("els", ELS(train, labels, digits.CLASSES, schedule=PatchSchedule.load())),
+                          ("empirical", Empirical(train, labels, digits.CLASSES))):
+        x = SAMPLERS["dpmpp_2m"].fn(machine.model("ve", cls), noise * sigma_max, sigmas)
+        out[name] = [round(float(d), 4) for d in nearest_distance(x, train)]
+    out["heldout_real"] = round(float(nearest_distance(held[:64], train).median()), 4)
+    return out
+
+
 def main(argv=None):
     """python -m samplerlab.lab.els calibrate --network NAME: calibrate P(sigma) of the class-conditional ELS
     over the digits training split against reference model NAME (lab/reference_models.py) on held-out digits
     0..k-1 (noise seed 0), report r^2 on held-out digits k..3k-1 (noise seed 1), write SCHEDULE_FILE.
-    python -m samplerlab.lab.els cost: measured time and FLOPs per image per call."""
+    python -m samplerlab.lab.els cost: measured time and FLOPs per image per call.
+    python -m samplerlab.lab.els novelty: nearest-training-image distance of ELS and empirical samples."""
     import argparse
     import time
 
@@ -291,7 +322,7 @@ def main(argv=None):
     from .reference_models import load
 
     ap = argparse.ArgumentParser(prog="python -m samplerlab.lab.els", description=main.__doc__)
-    ap.add_argument("command", choices=["calibrate", "cost"])
+    ap.add_argument("command", choices=["calibrate", "cost", "novelty"])
     ap.add_argument("--network", help="reference model to calibrate against (calibrate)")
     ap.add_argument("--images", type=int, default=8, help="held-out images to calibrate on (twice as many to report on)")
     ap.add_argument("--out", default=str(SCHEDULE_FILE))
@@ -299,6 +330,9 @@ def main(argv=None):
     if args.command == "cost":
         for row in cost():
             print(json.dumps(row))
+        return
+    if args.command == "novelty":
+        print(json.dumps(novelty()))
         return
     if not args.network:
         ap.error("calibrate needs --network")

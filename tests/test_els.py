@@ -167,3 +167,17 @@ def test_r2_is_one_for_a_perfect_match_and_zero_for_the_mean():
     assert torch.allclose(els.r2(t, t), torch.ones(2, dtype=F64))
     mean = t.flatten(1).mean(1).view(2, 1, 1, 1).expand_as(t)
     assert torch.allclose(els.r2(mean, t), torch.zeros(2, dtype=F64), atol=1e-12)
+
+
+def test_shipped_schedule_is_valid_and_says_how_it_was_made():
+    data = json.loads(els.SCHEDULE_FILE.read_text())
+    sched = PatchSchedule.load()
+    assert [sched(s) for s in data["sigmas"]] == data["sizes"]
+    assert data["command"].startswith("python -m samplerlab.lab.els calibrate --network ")
+    assert len(data["evaluation"]["median_r2"]) == len(data["sigmas"]) == len(data["calibration"]["median_r2"])
+
+
+def test_nearest_distance_is_zero_for_a_training_image():
+    pool = torch.randn(5, 1, 4, 4, dtype=F64)
+    d = els.nearest_distance(torch.stack([pool[2], pool[2] + 0.5]), pool)
+    assert torch.allclose(d, torch.tensor([0.0, 0.5], dtype=F64), atol=1e-6)
