@@ -4,10 +4,10 @@ Each module listed in NODE_MODULES exposes `NODES`, a list of V3 node classes.
 """
 from comfy_api.latest import ComfyExtension
 
-from . import calibrated, compare, generated, guidance, poisson, schedules
+from . import calibrated, compare, generated, guidance, poisson, reference, schedules
 from .registration import register_lists
 
-NODE_MODULES = (generated, compare, guidance, poisson, schedules, calibrated)
+NODE_MODULES = (generated, compare, guidance, poisson, schedules, calibrated, reference)
 
 
 class SamplerlabExtension(ComfyExtension):
