@@ -83,7 +83,10 @@ function chartOf(kind, data, node, fromRun) {
   const v = widgetValues(node);
   if (kind === "pulse") {
     const center = v.shape !== "interval" && v.center === "percent" ? { percent: v.center_percent, label: "centre" } : undefined;
-    return pulseChart(data, { caption: `${data.caption} · ${modelNote(data.model)}`, center });
+    const caption = data.percent?.length ? `${data.caption} · ${modelNote(data.model)}` : modelNote(data.model);
+    const chart = pulseChart(data, { caption, center });
+    if (!("cfg" in v) && data.weight?.length) chart.marks.push({ y: Math.max(...data.weight), label: "peak = the KSampler's cfg", color: "#9cf" });
+    return chart;
   }
   const s = data.sigmas;
   const steps = s.length - 1;
@@ -145,7 +148,18 @@ function setupPlot(nodeType, kind, name) {
   nodeType.prototype.onNodeCreated = function () {
     const r = onNodeCreated?.apply(this, arguments);
     this.slType = name;
-    if (typeof this.addCustomWidget === "function") addCanvasWidget(this, "sl_plot", PLOT_HEIGHT, plotView(this, kind));
+    if (typeof this.addCustomWidget === "function") {
+      addCanvasWidget(this, "sl_plot", PLOT_HEIGHT, plotView(this, kind));
+      if (REQUESTS[kind]) {
+        // asked now and on each widget change, also when off screen; a draw asks again if anything else changed
+        for (const w of this.widgets ?? []) {
+          if (OWN.has(w.name)) continue;
+          const callback = w.callback;
+          w.callback = (...args) => { const out = callback?.apply(w, args); setTimeout(() => refresh(this, kind)); return out; };
+        }
+        setTimeout(() => refresh(this, kind));
+      }
+    }
     return r;
   };
   const onConfigure = nodeType.prototype.onConfigure;
@@ -207,24 +221,30 @@ function comparerView(node) {
         ctx.fillStyle = "#ddd"; ctx.textAlign = "center"; ctx.fillText(labels[b.id], b.x + b.w / 2, b.y + b.h - 5);
       }
       ctx.textAlign = "left";
-      const paint = (img, r, label) => {
+      const picture = (img, r) => {
         if (img?.complete && img.naturalWidth) ctx.drawImage(img, r.x, r.y, r.w, r.h);
-        else { ctx.fillStyle = "#444"; ctx.fillRect(r.x, r.y, r.w, r.h); ctx.fillStyle = "#bbb"; ctx.fillText(img ? "loading…" : "no picture", r.x + 4, r.y + 14); }
-        ctx.fillStyle = "rgba(0,0,0,0.55)"; ctx.fillRect(r.x, r.y, Math.min(r.w, 150), 14);
-        ctx.fillStyle = "#fff"; ctx.fillText(clip(ctx, label, Math.min(r.w, 150) - 4), r.x + 2, r.y + 10);
+        else { ctx.fillStyle = "#444"; ctx.fillRect(r.x, r.y, r.w, r.h); ctx.fillStyle = "#bbb"; ctx.fillText(img ? "loading…" : "no picture", r.x + 4, r.y + 24); }
+      };
+      const tag = (r, label, right) => {  // a label on a dark band at the top left (or right) of r
+        const w = Math.min(r.w / (right === undefined ? 1 : 2) - 2, ctx.measureText(label).width + 6);
+        const x = right ? r.x + r.w - w : r.x;
+        ctx.fillStyle = "rgba(0,0,0,0.6)"; ctx.fillRect(x, r.y, w, 14);
+        ctx.fillStyle = "#fff"; ctx.fillText(clip(ctx, label, w - 4), x + 3, r.y + 10);
       };
       if (state.mode === "side") {
-        paint(imgA, L.images[0], `A: ${A.label}`);
-        paint(imgB, L.images[1], `B: ${B.label}`);
+        picture(imgA, L.images[0]); tag(L.images[0], `A: ${A.label}`);
+        picture(imgB, L.images[1]); tag(L.images[1], `B: ${B.label}`);
       } else {
         const r = L.images[0];
-        paint(imgB, r, `B: ${B.label}`);
+        picture(imgB, r);
         const cut = r.w * state.split;
         ctx.save();
         ctx.beginPath(); ctx.rect(r.x, r.y, cut, r.h); ctx.clip();
-        paint(imgA, r, `A: ${A.label}`);
+        picture(imgA, r);
         ctx.restore();
         ctx.fillStyle = "#fc6"; ctx.fillRect(r.x + cut - 1, r.y, 2, r.h);
+        tag(r, `A: ${A.label}`, false);
+        tag(r, `B: ${B.label}`, true);
       }
       ctx.fillStyle = "#ccc";
       ctx.fillText(clip(ctx, `A ${statsText(A)}`, L.stats.w), L.stats.x, L.stats.y + 11);

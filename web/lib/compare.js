@@ -13,7 +13,7 @@ export function parseState(value, count) {
   const v = value && typeof value === "object" ? value : {};
   const index = (x, fallback) => (Number.isInteger(x) && x >= 0 && (count === undefined || x < count) ? x : fallback);
   const b = index(v.b, 0);
-  const a = index(v.a, count > 1 ? 1 : 0);
+  const a = index(v.a, count === undefined || count > 1 ? 1 : 0);
   const split = Number.isFinite(v.split) ? Math.min(1, Math.max(0, v.split)) : 0.5;
   return { a, b, mode: MODES.includes(v.mode) ? v.mode : "slide", split };
 }

@@ -39,7 +39,14 @@ export function logTicks(lo, hi, count = 5) {
     const every = Math.ceil(decades.length / count);
     return decades.filter((_, i) => i % every === 0);
   }
-  return niceTicks(lo, hi, Math.min(count, 4)).filter((v) => v > 0);
+  const steps = [];  // 1, 2, 5 x 10^k inside the range (evenly spaced on a log axis)
+  for (let k = Math.floor(Math.log10(lo)) - 1; k <= Math.ceil(Math.log10(hi)); k++) {
+    for (const m of [1, 2, 5]) {
+      const v = Number((m * 10 ** k).toPrecision(12));
+      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) steps.push(v);
+    }
+  }
+  return steps.length >= 2 ? steps : niceTicks(lo, hi, Math.min(count, 4)).filter((v) => v > 0);
 }
 
 /** A short label for a tick value. */

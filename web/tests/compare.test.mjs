@@ -8,6 +8,8 @@ test("parseState keeps a valid saved view and repairs anything else", () => {
   assert.deepEqual(parseState({ a: 9, b: -1, mode: "<b>x</b>", split: 7 }, 3), { a: 1, b: 0, mode: "slide", split: 1 });
   assert.deepEqual(parseState("{\"a\": 1}", 3), { a: 1, b: 0, mode: "slide", split: 0.5 });
   assert.equal(parseState({ a: 5 }).a, 5); // before a run the number of entries is unknown: kept
+  assert.deepEqual(parseState(null), { a: 1, b: 0, mode: "slide", split: 0.5 }); // first contender against the reference
+  assert.equal(parseState(null, 1).a, 0);
 });
 
 test("buttons cycle A and B through the entries and switch the mode", () => {

@@ -27,8 +27,9 @@ test("integerTicks never have a fractional step (a step axis of 2, 3, or 200 ste
 
 test("logTicks are decades when the range spans them, positive otherwise", () => {
   assert.deepEqual(logTicks(0.03, 14.6), [0.1, 1, 10]);
-  const t = logTicks(2, 5);
-  assert.ok(t.length >= 2 && t.every((v) => v >= 2 && v <= 5));
+  assert.deepEqual(logTicks(4, 64), [5, 10, 20, 50]); // model calls of a sweep: 1-2-5 steps, not 20, 40, 60
+  const t = logTicks(2.5, 4.5);
+  assert.ok(t.length >= 2 && t.every((v) => v >= 2.5 && v <= 4.5));
   assert.deepEqual(logTicks(0, 5), []);
 });
 
