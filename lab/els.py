@@ -108,7 +108,7 @@ def _ones(values):
 class _TrainingSet(Problem):
     """A finite training set as a lab problem: sample_data draws a training image (of the class)."""
 
-    def __init__(self, images, labels=None, classes=None, chunk=1 << 22):
+    def __init__(self, images, labels=None, classes=None, chunk=1 << 20):
         self.classes = _check(images, labels, classes)
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 (logits per block), got {chunk}")
@@ -167,7 +167,7 @@ class ELS(_TrainingSet):
 
     name = "els"
 
-    def __init__(self, images, labels=None, classes=None, schedule=None, padding="zero", chunk=1 << 22):
+    def __init__(self, images, labels=None, classes=None, schedule=None, padding="zero", chunk=1 << 20):
         super().__init__(images, labels, classes, chunk)
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")

@@ -6,10 +6,10 @@ import sys
 
 from comfy_api.latest import ComfyExtension
 
-from . import compare, generated, guidance, poisson, schedules
+from . import compare, generated, guidance, poisson, reference, schedules
 from .registration import register_lists
 
-NODE_MODULES = (generated, compare, guidance, poisson, schedules)
+NODE_MODULES = (generated, compare, guidance, poisson, schedules, reference)
 
 
 class SamplerlabExtension(ComfyExtension):
