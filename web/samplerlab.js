@@ -222,7 +222,10 @@ function comparerView(node) {
       }
       ctx.textAlign = "left";
       const picture = (img, r) => {
-        if (img?.complete && img.naturalWidth) ctx.drawImage(img, r.x, r.y, r.w, r.h);
+        if (img?.complete && img.naturalWidth) {
+          ctx.imageSmoothingEnabled = img.naturalWidth >= r.w; // small latents stay crisp pixels
+          ctx.drawImage(img, r.x, r.y, r.w, r.h);
+        }
         else { ctx.fillStyle = "#444"; ctx.fillRect(r.x, r.y, r.w, r.h); ctx.fillStyle = "#bbb"; ctx.fillText(img ? "loading…" : "no picture", r.x + 4, r.y + 24); }
       };
       const tag = (r, label, right) => {  // a label on a dark band at the top left (or right) of r
