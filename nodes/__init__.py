@@ -2,6 +2,8 @@
 
 Each module listed in NODE_MODULES exposes `NODES`, a list of V3 node classes.
 """
+import sys
+
 from comfy_api.latest import ComfyExtension
 
 from . import calibrated, compare, generated, guidance, poisson, reference, schedules
@@ -15,6 +17,18 @@ class SamplerlabExtension(ComfyExtension):
         return [node for module in NODE_MODULES for node in module.NODES]
 
 
+def register_routes():
+    """The pack's plot route on ComfyUI's running server; nothing where there is none (tests, scripts)."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return None
+    from . import routes
+
+    return routes.register(instance.routes)
+
+
 async def extension():
     register_lists()
+    register_routes()
     return SamplerlabExtension()

@@ -9,6 +9,7 @@ the denoiser evaluations the sampler asks for, an APPLY_MODEL wrapper counts net
 without it SSIM is not measured and pictures are latent previews (first three channels).
 """
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -175,16 +176,19 @@ def write_json(kind, data):
 
 
 def host_inputs():
-    return [io.Model.Input("model"), io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+    return [io.Model.Input("model", tooltip="The model every contender without a GUIDER runs on."),
+            io.Conditioning.Input("positive", tooltip="Prompt conditioning for contenders without a GUIDER."),
+            io.Conditioning.Input("negative", tooltip="Negative conditioning for contenders without a GUIDER."),
             io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
                            tooltip="Used by contenders without a GUIDER (a plain CFGGuider of this model and conditioning)."),
-            io.Latent.Input("latent_image"),
+            io.Latent.Input("latent_image", tooltip="The latent every run starts from (its size and batch)."),
             io.Noise.Input("noise", tooltip="Seed k of the comparison uses this noise with seed + k, for every contender alike (paired)."),
             Contender.Input("reference", tooltip="The finest solve (e.g. heun on 100+ steps): errors are measured against it, per seed.")]
 
 
 def contender_inputs():
-    return [Contender.Input(f"contender_{k}", optional=True) for k in range(1, MAX_CONTENDERS + 1)]
+    return [Contender.Input(f"contender_{k}", optional=True, tooltip=f"Contender {k} (optional; paired differences are against contender 1).")
+            for k in range(1, MAX_CONTENDERS + 1)]
 
 
 def gather(kwargs):
@@ -197,10 +201,11 @@ class SamplerLabContender(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="SamplerLabContender", display_name="Contender (samplerlab)", category=CATEGORY,
+            node_id="SamplerLabContender", display_name="Contender", category=CATEGORY,
             description="One entry of an A/B comparison: any SAMPLER and SIGMAS (built-in, samplerlab or another pack's), optionally a GUIDER.",
             search_aliases=["ab test", "contender", "xy plot"],
-            inputs=[io.Sampler.Input("sampler"), io.Sigmas.Input("sigmas"),
+            inputs=[io.Sampler.Input("sampler", tooltip="Any SAMPLER: KSamplerSelect, a samplerlab sampler or another pack's."),
+                    io.Sigmas.Input("sigmas", tooltip="The levels this contender steps through (their count is its step count)."),
                     io.String.Input("label", default="", tooltip="Shown in the grid and the report; empty: '<sampler> <steps>'."),
                     io.Guider.Input("guider", optional=True, tooltip="Replaces the compare node's model, conditioning and cfg for this contender.")],
             outputs=[Contender.Output(display_name="contender")],
@@ -218,7 +223,7 @@ class SamplerLabCompare(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="SamplerLabCompare", display_name="Compare samplers (samplerlab)", category=CATEGORY,
+            node_id="SamplerLabCompare", display_name="Compare samplers", category=CATEGORY,
             description="Paired A/B test of 2-6 contenders against a reference solve on the same model, conditioning, latent and seeds: "
                         "counted model calls, wall time, RMSE / PSNR (latent) and SSIM (pixels, with a VAE), mean and 95% t-interval over seeds, "
                         "paired differences against contender_1. Writes a JSON report to output/samplerlab/.",
@@ -245,7 +250,30 @@ class SamplerLabCompare(io.ComfyNode):
         grid = compare.grid_picture(ref, results)
         heat = compare.heatmap_picture(ref, results, decode is not None) or blank("no contender ran")
         grid_t = to_image(grid)
-        return io.NodeOutput(grid_t, to_image(heat), compare.to_json(report, indent=1), ui=ui.PreviewImage(grid_t, cls=cls))
+        return io.NodeOutput(grid_t, to_image(heat), compare.to_json(report, indent=1), ui=comparer_ui(cls, ref, results, report))
+
+
+def finite(v):
+    """v, or None where it is not a finite number (the front end's JSON has no NaN)."""
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def comparer_ui(cls, ref, results, report):
+    """The Compare node's view for web/samplerlab.js: the first kept picture of the reference and of each contender
+    (temporary previews, one batch), with each one's counted calls, seconds and RMSE, or its error."""
+    rows = [report["reference"]] + report["contenders"]
+    runs = [ref] + list(results)
+    shown = [k for k, r in enumerate(runs) if r.ok and r.pictures]
+    pictures = torch.stack([runs[k].pictures[0][..., :3].float().cpu() for k in shown]) if shown else None
+    saved = ui.PreviewImage(pictures, cls=cls).as_dict()["images"] if pictures is not None else []
+    image = dict(zip(shown, [dict(v) for v in saved]))
+    entries = []
+    for k, row in enumerate(rows):
+        stat = lambda key: finite(row[key]["mean"]) if isinstance(row.get(key), dict) else None
+        entries.append({"label": row["label"], "steps": row.get("steps"),
+                        "calls": stat("model_calls"), "seconds": stat("seconds"), "rmse": stat("rmse"),
+                        "error": row.get("error"), "image": image.get(k)})
+    return {"sl_compare": [{"entries": entries}]}
 
 
 def parse_steps(text):
@@ -263,12 +291,12 @@ class SamplerLabConvergenceSweep(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="SamplerLabConvergenceSweep", display_name="Convergence sweep (samplerlab)", category=CATEGORY,
+            node_id="SamplerLabConvergenceSweep", display_name="Convergence sweep", category=CATEGORY,
             description="Every contender at every step count against one reference: a log-log plot of RMSE (latent) against counted model "
                         "calls, and a table with the fitted slope. Writes output/samplerlab/sweep_<n>.json.",
             search_aliases=["convergence", "error vs steps", "order"], is_output_node=True,
             inputs=host_inputs() + [
-                io.Int.Input("seeds", default=2, min=1, max=64),
+                io.Int.Input("seeds", default=2, min=1, max=64, tooltip="Runs per contender and step count (noise seed, seed + 1, ...)."),
                 io.String.Input("steps", default="4, 8, 16, 32", tooltip="Step counts; the reference needs at least the largest."),
                 io.Combo.Input("schedule", options=[RESAMPLE] + list(comfy.samplers.SCHEDULER_NAMES), default=RESAMPLE,
                                tooltip="Levels at each count: the contender's SIGMAS interpolated in log sigma, or a scheduler by name."),
@@ -299,19 +327,22 @@ class SamplerLabConvergenceSweep(io.ComfyNode):
                              "records": [r.__dict__ for r in records], "failed": {r.label: r.problem for r in results if r.problem},
                              "table": table})
         plot = to_image(compare.sweep_chart(records))
-        return io.NodeOutput(plot, table, ui=ui.PreviewImage(plot, cls=cls))
+        points = [{"contender": r.sampler, "steps": r.steps, "calls": r.nfe, "error": finite(r.error),
+                   "ci95": finite(r.error_ci), "seconds": finite(r.seconds)} for r in records]
+        return io.NodeOutput(plot, table, ui={"sl_sweep": [{"points": points, "reference": ref.label,
+                                                              "failed": {r.label: r.error for r in results if not r.ok}}]})
 
 
 class SamplerLabTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="SamplerLabTrajectory", display_name="Trajectory inspector (samplerlab)", category=CATEGORY,
+            node_id="SamplerLabTrajectory", display_name="Trajectory inspector", category=CATEGORY,
             description="Records every step's x0 prediction of one run: energy per radial frequency band as a fraction of the final step's "
                         "(coarse bands settle first) and the speed of the x0 prediction, whose peak marks commitment (critical-time proxy).",
             search_aliases=["trajectory", "critical time", "spectrum"],
             inputs=[i for i in host_inputs() if i.id != "reference"] + [
-                Contender.Input("contender"),
+                Contender.Input("contender", tooltip="The run to inspect (its SAMPLER, SIGMAS and optional GUIDER)."),
                 io.Int.Input("bands", default=5, min=2, max=8, tooltip="DC plus octave bands up to the corner frequency."),
             ],
             outputs=[io.Image.Output("plot", display_name="plot"), io.String.Output("report", display_name="report (JSON)")],

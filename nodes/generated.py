@@ -9,7 +9,8 @@ from comfy_api.latest import io
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
 from .host import host_sampler, host_schedule
-from .widgets import param_input, schema
+from .views import model_view
+from .widgets import first_paragraph, param_input, schema
 
 CATEGORY = "sampling/samplerlab"
 
@@ -24,12 +25,17 @@ def sampler_node(spec):
     class Node(io.ComfyNode):
         @classmethod
         def define_schema(cls):
-            calls = "adaptive" if spec.nfe_per_step is None else f"{spec.nfe_per_step} model call(s) per step"
+            text = first_paragraph(spec.fn.__doc__) or spec.summary
+            calls = "adaptive steps" if spec.nfe_per_step is None else \
+                f"{spec.nfe_per_step} model call{'s' if spec.nfe_per_step > 1 else ''} per step"
+            facts = [f for f, said in ((f"order {spec.order}", f"order {spec.order}"), (calls, "per step"))
+                     if said not in text.lower()] + [f"also in KSampler as sl_{spec.name}"]
+            note = ", ".join(facts)
             return schema(
                 node_id=f"SamplerLab{camel(spec.name)}",
-                display_name=f"Sampler {spec.name} (samplerlab)",
+                display_name=f"Sampler {spec.name}",
                 category=f"{CATEGORY}/samplers",
-                description=f"{spec.summary}\nOrder {spec.order}, {calls}. Also in KSampler as sl_{spec.name}.",
+                description=f"{text}\n\n{note[0].upper()}{note[1:]}.",
                 search_aliases=[spec.name, f"sl_{spec.name}"],
                 inputs=[param_input(k, p) for k, p in spec.params.items()],
                 outputs=[io.Sampler.Output()],
@@ -51,12 +57,13 @@ def scheduler_node(spec):
         def define_schema(cls):
             return schema(
                 node_id=f"SamplerLabSchedule{camel(spec.name)}",
-                display_name=f"Schedule {spec.name} (samplerlab)",
+                display_name=f"Schedule {spec.name}",
                 category=f"{CATEGORY}/schedulers",
-                description=f"{spec.summary}\nAlso in KSampler as sl_{spec.name}.",
+                description=f"{first_paragraph(spec.fn.__doc__) or spec.summary}\n\nAlso in KSampler as sl_{spec.name}.",
                 search_aliases=[spec.name, f"sl_{spec.name}"],
                 inputs=[io.Model.Input("model", tooltip="The sigma range is read from this model (flow models: t in [0, 1])."),
-                        io.Int.Input("steps", default=20, min=1, max=10000),
+                        io.Int.Input("steps", default=20, min=1, max=10000,
+                                     tooltip="Sampling steps: the schedule has steps + 1 levels, the last one 0."),
                         io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                                        tooltip="Below 1: the tail of a longer schedule, as BasicScheduler.")]
                 + [param_input(k, p) for k, p in spec.params.items()],
@@ -65,8 +72,9 @@ def scheduler_node(spec):
 
         @classmethod
         def execute(cls, model, steps, denoise, **options) -> io.NodeOutput:
-            sigmas = host_schedule(spec, model.get_model_object("model_sampling"), steps, denoise, **options)
-            return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist()})
+            ms = model.get_model_object("model_sampling")
+            sigmas = host_schedule(spec, ms, steps, denoise, **options)
+            return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(ms)]})
 
     Node.__name__ = Node.__qualname__ = f"SamplerLabSchedule{camel(spec.name)}"
     return Node

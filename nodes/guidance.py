@@ -15,6 +15,7 @@ from ..samplers.critical import probe_sigma_c, unmeasured_reason
 from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, curve, percent_at_sigma, sigma_at_percent
 from ..samplers.space import FLOW, resolve
 from .host import space_of
+from .views import model_view
 from .widgets import schema
 
 CATEGORY = "sampling/samplerlab/guidance"
@@ -43,7 +44,7 @@ def schedule_inputs():
         io.Float.Input("end_percent", default=0.6, min=0.0, max=1.0, step=0.01, round=False,
                        tooltip="interval shape: guidance ends at this fraction of the schedule."),
         io.Int.Input("probes", default=4, min=1, max=16,
-                     tooltip="auto: how many of the first steps are probed (one extra model call each)."),
+                     tooltip="center = auto: how many of the first steps are probed (one extra model call each)."),
     ]
 
 
@@ -189,9 +190,10 @@ def pulse_ui(model, schedule, peak=None):
     ms = model.get_model_object("model_sampling")
     shown = curve(schedule, ms.percent_to_sigma, space_of(model), schedule.base + 1 if peak is None else peak)
     top = "cfg" if peak is None else f"{peak:g}"
+    view = model_view(ms)
     if shown is None:
-        return {"sl_pulse": [{"caption": f"centre auto: sigma_c is measured during sampling (peak {top})"}]}
-    return {"sl_pulse": [{"percent": shown[0], "weight": shown[1],
+        return {"sl_pulse": [{"caption": f"centre auto: sigma_c is measured during sampling (peak {top})", "model": view}]}
+    return {"sl_pulse": [{"percent": shown[0], "weight": shown[1], "model": view,
                           "caption": f"guidance {schedule.base:g} .. {top} over the schedule"}]}
 
 
@@ -206,14 +208,14 @@ class GuidancePulse(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabGuidancePulse",
-            display_name="Guidance pulse (samplerlab)",
+            display_name="Guidance pulse",
             category=CATEGORY,
             description="Classifier-free guidance only around the critical noise level, where large-scale structure "
                         "is decided. The KSampler's cfg is the peak weight; outside the pulse the weight is `base` "
                         "(1 = off, and the negative is not evaluated there). center = auto measures sigma_c of the "
                         "model at hand during sampling and logs it. Works with any sampler and on flow models.",
             search_aliases=["guidance interval", "cfg schedule", "critical time", "pulse"],
-            inputs=[io.Model.Input("model")] + schedule_inputs(),
+            inputs=[io.Model.Input("model", tooltip="The model to patch; use the patched one in any KSampler.")] + schedule_inputs(),
             outputs=[io.Model.Output()],
         )
 
@@ -230,12 +232,14 @@ class GuidancePulseGuider(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabPulseGuider",
-            display_name="Pulse guider (samplerlab)",
+            display_name="Pulse guider",
             category=CATEGORY,
             description="A CFG guider whose weight is `cfg` inside a pulse around the critical noise level and "
                         "`base` outside (see Guidance pulse). For SamplerCustomAdvanced.",
             search_aliases=["guidance interval", "cfg schedule", "critical time"],
-            inputs=[io.Model.Input("model"), io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+            inputs=[io.Model.Input("model", tooltip="The model the guider runs."),
+                    io.Conditioning.Input("positive", tooltip="Prompt conditioning."),
+                    io.Conditioning.Input("negative", tooltip="Negative (or empty) conditioning: the unconditional side of CFG."),
                     io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                    tooltip="Peak guidance weight inside the pulse.")] + schedule_inputs(),
             outputs=[io.Guider.Output()],
@@ -257,7 +261,7 @@ class CriticalLevel(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabCriticalLevel",
-            display_name="Critical level sigma_c (samplerlab)",
+            display_name="Critical level σc",
             category=CATEGORY,
             description="Measures the critical noise level sigma_c (top eigenvalue of the denoiser's Jacobian by "
                         "power iteration, 2 model calls per probe) from noise of this latent's shape and seed, over "
@@ -265,12 +269,14 @@ class CriticalLevel(io.ComfyNode):
                         "schedule (wire it into a pulse's center_percent), and as normalised time t_c = sigma/(1+sigma) "
                         "of the VE level (wire it into the critical_window schedule's t_c).",
             search_aliases=["critical time", "speciation", "sigma_c"],
-            inputs=[io.Model.Input("model"),
+            inputs=[io.Model.Input("model", tooltip="The model whose critical level is measured."),
                     io.Conditioning.Input("conditioning", tooltip="Usually the negative / empty prompt (the unconditional model)."),
-                    io.Latent.Input("latent_image"),
-                    io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                    io.Latent.Input("latent_image", tooltip="Its shape sets the probe noise (use the latent you will sample)."),
+                    io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                                 tooltip="Seed of the probe noise (use the sampler's seed to measure that very run)."),
                     io.Int.Input("steps", default=20, min=2, max=1000, tooltip="Schedule whose first levels are probed."),
-                    io.Int.Input("probes", default=4, min=1, max=16)],
+                    io.Int.Input("probes", default=4, min=1, max=16,
+                                 tooltip="How many of the first levels are probed (2 model calls each); the median is reported.")],
             outputs=[io.Float.Output("sigma_c"), io.Float.Output("percent"), io.Float.Output("t_c"), io.String.Output("report")],
         )
 

@@ -2,6 +2,8 @@
 SAMPLER -> SAMPLER wrapper. (The Poisson-flow SAMPLER node itself is generated from the registry.)
 
 Node ids `SamplerLabPoissonNoise` and `SamplerLabNoiseTracking` are a compatibility promise."""
+from dataclasses import replace
+
 import comfy.sample
 import comfy.samplers
 from comfy_api.latest import io
@@ -10,7 +12,7 @@ from ..samplers.poisson import PARAMS, kappas
 from ..samplers.tracking import TRACK_PARAMS, with_noise_tracking
 from .generated import CATEGORY
 from .host import space_of
-from .widgets import UNBOUNDED, param_input, schema
+from .widgets import param_input, schema
 
 
 class PoissonNoiseSource:
@@ -31,15 +33,15 @@ class PoissonNoise(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabPoissonNoise",
-            display_name="Poisson noise (PFGM++ prior, samplerlab)",
+            display_name="Poisson noise (PFGM++)",
             category=f"{CATEGORY}/noise",
             description="Heavy-tailed PFGM++ start noise: Gaussian noise (as RandomNoise) scaled per sample by "
                         "kappa = sqrt(D / chi2_D), drawn from seed + k. Use with the poisson_flow sampler set to "
                         "noise = poisson and the same D; with noise = gaussian use RandomNoise instead (same result).",
             search_aliases=["pfgm", "poisson", "student-t noise"],
-            inputs=[io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                    io.Float.Input("D", default=PARAMS["D"].default, min=1.0, max=UNBOUNDED, step=1.0, round=False,
-                                   tooltip=PARAMS["D"].tooltip + " (must match the sampler's D)")],
+            inputs=[io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                                 tooltip="Seed of the Gaussian draw and of each sample's kappa (seed + k for sample k)."),
+                    param_input("D", replace(PARAMS["D"], tooltip=PARAMS["D"].tooltip + "; must match the sampler's D"))],
             outputs=[io.Noise.Output()],
         )
 
@@ -69,12 +71,12 @@ class NoiseTracking(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabNoiseTracking",
-            display_name="Noise-level tracking (samplerlab)",
+            display_name="Noise-level tracking",
             category=f"{CATEGORY}/samplers",
             description="Wraps any sampler: each model call is made at the sample's estimated actual noise level "
                         "(exposure bias), or with epsilon scaling. Measured effect: see the README.",
             search_aliases=["exposure bias", "time shift", "epsilon scaling"],
-            inputs=[io.Sampler.Input("sampler")] + [param_input(k, p) for k, p in TRACK_PARAMS.items()],
+            inputs=[io.Sampler.Input("sampler", tooltip="Any KSAMPLER sampler to wrap.")] + [param_input(k, p) for k, p in TRACK_PARAMS.items()],
             outputs=[io.Sampler.Output()],
         )
 

@@ -17,6 +17,7 @@ from .calibration import CACHE_ENV, cache_folder, cond_identity, model_identity,
 from .calibration import calibrate_in_host as in_host
 from .generated import CATEGORY
 from .host import model_sampling_of, sigma_range, space_of
+from .views import model_view
 from .widgets import schema
 
 
@@ -35,16 +36,16 @@ class CalibratedSchedule(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabCalibratedSchedule",
-            display_name="Calibrated schedule (samplerlab)",
+            display_name="Calibrated schedule",
             category=f"{CATEGORY}/schedulers",
             description="A schedule of `steps` levels chosen for THIS model and solver: one fine reference run "
                         "(about 200 model calls on a batch of `seeds` latents), dynamic programming over its levels "
                         "on a linearised model, and a check of the few best candidates (Karras among them) on the real "
                         "model. Cached as JSON per model, conditioning, solver and steps; later runs reuse it.",
             search_aliases=["calibrate", "optimal steps", "ays", "gits", "oss"],
-            inputs=[io.Model.Input("model"),
-                    io.Conditioning.Input("positive"),
-                    io.Conditioning.Input("negative"),
+            inputs=[io.Model.Input("model", tooltip="The model the schedule is calibrated for (its LoRAs included)."),
+                    io.Conditioning.Input("positive", tooltip="Prompt conditioning of the calibration runs."),
+                    io.Conditioning.Input("negative", tooltip="Negative conditioning of the calibration runs."),
                     io.Latent.Input("latent", tooltip="Only its shape is used (the size of the latents calibrated on)."),
                     io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                    tooltip="The cfg the schedule will be used with."),
@@ -81,7 +82,7 @@ class CalibratedSchedule(io.ComfyNode):
             logging.info("samplerlab: calibrated %s, %d steps in %d model calls, %.1f s -> %s",
                          solver, steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist()})
+        return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(model_sampling_of(model))]})
 
 
 def sigmas_picture(sigmas, width=512, height=320):
@@ -102,19 +103,19 @@ class PlotSigmas(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabPlotSigmas",
-            display_name="Plot sigmas (samplerlab)",
+            display_name="Plot sigmas",
             category=f"{CATEGORY}/schedulers",
             description="Draws any SIGMAS as a picture: log sigma against step.",
             search_aliases=["plot sigmas", "schedule graph"],
-            inputs=[io.Sigmas.Input("sigmas"),
-                    io.Int.Input("width", default=512, min=128, max=2048, step=16),
-                    io.Int.Input("height", default=320, min=96, max=2048, step=16)],
+            inputs=[io.Sigmas.Input("sigmas", tooltip="Any SIGMAS (a scheduler's output)."),
+                    io.Int.Input("width", default=512, min=128, max=2048, step=16, tooltip="Width of the picture in pixels."),
+                    io.Int.Input("height", default=320, min=96, max=2048, step=16, tooltip="Height of the picture in pixels.")],
             outputs=[io.Image.Output()],
         )
 
     @classmethod
     def execute(cls, sigmas, width, height) -> io.NodeOutput:
-        return io.NodeOutput(sigmas_picture(sigmas, width, height))
+        return io.NodeOutput(sigmas_picture(sigmas, width, height), ui={"sl_sigmas": torch.as_tensor(sigmas).flatten().tolist()})
 
 
 NODES = [CalibratedSchedule, PlotSigmas]

@@ -1,5 +1,6 @@
-"""V3 inputs for registry parameters."""
+"""V3 inputs for registry parameters, and the text of generated descriptions."""
 import math
+import re
 
 from comfy_api.latest import io
 
@@ -15,10 +16,20 @@ def param_input(name, p):
     if not math.isfinite(p.default):
         raise ValueError(f"parameter {name}: a widget default must be finite, got {p.default}")
     bounds = {k: v for k, v in (("min", p.min), ("max", p.max)) if v is not None and math.isfinite(v)}
-    bounds.setdefault("max", UNBOUNDED)  # the front end caps a widget without max at 2048
+    tooltip = p.tooltip
+    if "max" not in bounds:  # the front end caps a widget without max at 2048
+        bounds["max"] = UNBOUNDED
+        if re.search(r"\binf\b", tooltip):
+            tooltip += f" (the widget's largest value, {UNBOUNDED:g}, stands for inf)"
     if isinstance(p.default, int):
-        return io.Int.Input(name, default=p.default, step=int(p.step or 1), tooltip=p.tooltip, **bounds)
-    return io.Float.Input(name, default=p.default, step=p.step or 0.01, round=False, tooltip=p.tooltip, **bounds)
+        return io.Int.Input(name, default=p.default, step=int(p.step or 1), tooltip=tooltip, **bounds)
+    return io.Float.Input(name, default=p.default, step=p.step or 0.01, round=False, tooltip=tooltip, **bounds)
+
+
+def first_paragraph(doc):
+    """A docstring's first paragraph on one line (a description that does not stop mid-sentence)."""
+    head = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in head.splitlines())
 
 
 def schema(**fields):

@@ -127,4 +127,5 @@ def test_pulse_nodes_send_their_curve_to_the_front_end(host, flow):
         model=mp, positive=cond(1.0), negative=cond(-1.0), cfg=3.0, probes=4, **FULL)
     assert guider.ui["sl_pulse"][0]["weight"] == [3.0] * 65
     auto = nodes.NODE_CLASS_MAPPINGS["SamplerLabGuidancePulse"].execute(model=mp, probes=4, **AUTO)
-    assert list(auto.ui["sl_pulse"][0]) == ["caption"] and "auto" in auto.ui["sl_pulse"][0]["caption"]
+    assert sorted(auto.ui["sl_pulse"][0]) == ["caption", "model"] and "auto" in auto.ui["sl_pulse"][0]["caption"]
+    assert auto.ui["sl_pulse"][0]["model"]["space"] == ("flow" if flow else "ve")  # the model's range, for the plot route

@@ -23,6 +23,7 @@ LOADERS = {"CheckpointLoaderSimple", "CLIPTextEncode", "VAEDecode", "EmptyLatent
 REFERENCE_NODES = {"SamplerLabReferenceModel", "SamplerLabReferenceCondition", "SamplerLabReferenceLatent", "SamplerLabReferenceDecode"}
 CORE = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "RandomNoise", "KSamplerSelect", "BasicScheduler",
         "CFGGuider", "PreviewImage", "PreviewAny", "SaveImage", "VAEDecode", "SamplerCustomAdvanced", "KSampler"}
+VIRTUAL = {"Note", "MarkdownNote"}  # front-end-only nodes: never in a prompt
 
 
 def camel(name):
@@ -44,7 +45,7 @@ def test_there_are_workflows_for_the_compare_nodes():
 
 
 def types(path):
-    return [n["type"] for n in json.loads(path.read_text())["nodes"]]
+    return [n["type"] for n in json.loads(path.read_text())["nodes"] if n["type"] not in VIRTUAL]
 
 
 @pytest.mark.parametrize("path", CHECKPOINT, ids=lambda p: p.stem)
@@ -58,7 +59,7 @@ def test_each_checkpoint_workflow_has_a_reference_version(path):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_is_well_formed_and_known(path):
     wf = json.loads(path.read_text())
-    known = CORE | pack_ids()
+    known = CORE | VIRTUAL | pack_ids()
     nodes = {n["id"]: n for n in wf["nodes"]}
     assert not [n["type"] for n in nodes.values() if n["type"] not in known]
     for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
@@ -72,6 +73,8 @@ def to_api(wf, mappings):
     links = {lid: (str(src), slot) for lid, src, slot, _, _, _ in wf["links"]}
     prompt = {}
     for n in wf["nodes"]:
+        if n["type"] in VIRTUAL:
+            continue
         types = mappings[n["type"]].INPUT_TYPES()
         specs = {**types.get("required", {}), **types.get("optional", {})}
         inputs = {i["name"]: list(links[i["link"]]) for i in n["inputs"] if i["link"] is not None}
@@ -97,7 +100,7 @@ def test_workflow_validates_in_comfyui(path, monkeypatch):
     import folder_paths
 
     wf = json.loads(path.read_text())
-    missing = {n["type"] for n in wf["nodes"]} - set(nodes.NODE_CLASS_MAPPINGS)
+    missing = {n["type"] for n in wf["nodes"]} - set(nodes.NODE_CLASS_MAPPINGS) - VIRTUAL
     assert not missing, f"unknown to ComfyUI at {COMFYUI_PATH}: {missing}"
     prompt = to_api(wf, nodes.NODE_CLASS_MAPPINGS)
     ckpts = [v["inputs"]["ckpt_name"] for v in prompt.values() if v["class_type"] == "CheckpointLoaderSimple"]
