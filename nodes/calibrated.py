@@ -68,7 +68,7 @@ class CalibratedSampler(io.ComfyNode):
         lo, hi = solver.NFE_RANGE
         return schema(
             node_id="SamplerLabCalibratedSampler",
-            display_name="Calibrated sampler (samplerlab)",
+            display_name="Calibrated sampler",
             category=f"{CATEGORY}/samplers",
             description=f"A solver fitted to THIS model for `steps` model calls: its levels and, per step, how the past "
                         f"states and x0 predictions combine (a consistent linear multistep method), fitted so that runs "
@@ -76,9 +76,9 @@ class CalibratedSampler(io.ComfyNode):
                         f"{solver.BUDGET} model calls on that batch, once; cached as JSON per model, conditioning, cfg, "
                         f"latent shape and steps. Use both outputs with SamplerCustomAdvanced.",
             search_aliases=["calibrate", "ld3", "s4s", "amed", "pas", "bespoke", "few steps"],
-            inputs=[io.Model.Input("model"),
-                    io.Conditioning.Input("positive"),
-                    io.Conditioning.Input("negative"),
+            inputs=[io.Model.Input("model", tooltip="The model the solver is fitted to (its identity keys the cache)."),
+                    io.Conditioning.Input("positive", tooltip="The prompt the solver will be used with."),
+                    io.Conditioning.Input("negative", tooltip="The negative prompt the solver will be used with."),
                     io.Latent.Input("latent", tooltip="Only its shape is used (the size of the latents calibrated on)."),
                     io.Int.Input("steps", default=8, min=lo, max=hi, tooltip="Model calls of the calibrated solver."),
                     io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,

@@ -108,14 +108,15 @@ class ReferenceModel(io.ComfyNode):
         names = list(reference_models.REGISTRY)
         return schema(
             node_id="SamplerLabReferenceModel",
-            display_name="Reference model (known answer, samplerlab)",
+            display_name="Reference model",
             category=f"{CATEGORY}/reference",
             description="A MODEL with a known answer and no weights: " + "; ".join(
                 f"{s.name}: {s.summary}, latent {list(s.shape)}" for s in reference_models.REGISTRY.values())
                 + ". Use EmptyLatentImage at 8x the latent size, Reference condition for the conditioning and "
                   "Reference decode for pictures.",
             search_aliases=["known answer", "ELS", "digits", "analytic model", "test model"],
-            inputs=[io.Combo.Input("reference", options=names, default=names[0]),
+            inputs=[io.Combo.Input("reference", options=names, default=names[0],
+                                   tooltip="Which lab model answers: a model with a known (exact or reference) solution."),
                     io.Combo.Input("variant", options=list(VARIANTS), default="eps",
                                    tooltip="eps: a VE/EPS model (SD-style sigmas); flow: rectified flow (CONST, t in [0, 1]), "
                                            "the same model by the exact change of variables.")],
@@ -132,11 +133,11 @@ class ReferenceCondition(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabReferenceCondition",
-            display_name="Reference condition (class label, samplerlab)",
+            display_name="Reference condition",
             category=f"{CATEGORY}/reference",
             description="Class label -> positive CONDITIONING (that class) and negative (the null label), read by the "
                         "Reference model: CFG, guiders and guidance pulses work unchanged. label -1: unconditional.",
-            inputs=[io.Model.Input("model"),
+            inputs=[io.Model.Input("model", tooltip="A Reference model: the condition is read by it only."),
                     io.Int.Input("label", default=0, min=-1, max=999, tooltip="Class index; -1 for unconditional.")],
             outputs=[io.Conditioning.Output("positive", display_name="positive"),
                      io.Conditioning.Output("negative", display_name="negative")],
@@ -157,11 +158,12 @@ class ReferenceLatent(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabReferenceLatent",
-            display_name="Reference latent (empty, samplerlab)",
+            display_name="Reference latent",
             category=f"{CATEGORY}/reference",
             description="An empty LATENT of the Reference model's exact shape (EmptyLatentImage at 8x the size works "
                         "with the samplers too, but not with nodes that call the model before the sampler fixes channels).",
-            inputs=[io.Model.Input("model"), io.Int.Input("batch_size", default=1, min=1, max=4096)],
+            inputs=[io.Model.Input("model", tooltip="A Reference model: the latent gets its exact shape."),
+                    io.Int.Input("batch_size", default=1, min=1, max=4096, tooltip="Latents in the batch.")],
             outputs=[io.Latent.Output()],
         )
 
@@ -175,11 +177,11 @@ class ReferenceDecode(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabReferenceDecode",
-            display_name="Reference decode (latent -> image, samplerlab)",
+            display_name="Reference decode",
             category=f"{CATEGORY}/reference",
             description="A reference model's latent is its image in [-1, 1]: mapped to [0, 1], grey to RGB, enlarged "
                         "`scale` times (nearest), for previews, grids and Save Image.",
-            inputs=[io.Latent.Input("samples"),
+            inputs=[io.Latent.Input("samples", tooltip="Latents of a Reference model (its image space: decoding is a rescale)."),
                     io.Int.Input("scale", default=8, min=1, max=64, tooltip="Enlargement factor (nearest neighbour).")],
             outputs=[io.Image.Output()],
         )
