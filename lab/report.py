@@ -14,19 +14,22 @@ def _groups(records):
 
 
 def markdown(records, title="Error against the exact ODE solution (RMS, mean over seeds)"):
-    """One table per (problem, space, schedule): samplers as rows, NFE budgets as columns (a sampler uses
-    at most its budget; the JSON holds the counted calls), plus the fitted slope against counted calls."""
+    """One table per (problem, space, schedule): samplers as rows, counted model calls as columns (a run that
+    used fewer calls than its budget sits in the column of the calls it made; the JSON holds both), plus the
+    fitted slope against counted calls."""
     lines = [f"## {title}", ""]
     tables = defaultdict(dict)
     for (prob, space, sched, sampler), rs in _groups(records).items():
         tables[(prob, space, sched)][sampler] = rs
     for (prob, space, sched), rows in tables.items():
-        cols = sorted({r.budget for rs in rows.values() for r in rs})
+        cols = sorted({r.nfe for rs in rows.values() for r in rs})
         lines += [f"### {prob} ({space}, {sched})", "",
-                  "| sampler | " + " | ".join(f"NFE {c}" for c in cols) + " | slope |",
+                  "| sampler | " + " | ".join(f"{c} calls" for c in cols) + " | slope |",
                   "|---|" + "---|" * (len(cols) + 1)]
         for sampler, rs in sorted(rows.items()):
-            by_nfe = {r.budget: r.error for r in rs}
+            by_nfe = {}
+            for r in sorted(rs, key=lambda r: r.budget):
+                by_nfe.setdefault(r.nfe, r.error)
             cells = [f"{by_nfe[c]:.2e}" if c in by_nfe else "" for c in cols]
             lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {order_slope(rs):.2f} |")
         lines.append("")

@@ -14,18 +14,22 @@ from .problems import Problem
 
 @dataclass(frozen=True)
 class Contender:
-    """A sampler under test: a k-diffusion-style function, its options and its calls per step."""
+    """A sampler under test: a k-diffusion-style function, its options and its calls per step; an adaptive one
+    names the option that takes its call budget (`budget`) and gets the NFE of the cell there."""
 
     label: str
     fn: Callable
     nfe_per_step: int = 1
     options: Optional[dict] = None
+    budget: Optional[str] = None
 
 
 def registry_contenders(names=None):
     """Contenders for registered samplers (all, or the given names) with default options."""
     names = sorted(SAMPLERS) if names is None else names
-    return [Contender(n, SAMPLERS[n].fn, SAMPLERS[n].nfe_per_step or 1) for n in names]
+    return [Contender(n, SAMPLERS[n].fn, SAMPLERS[n].nfe_per_step or 1,
+                      budget="budget" if SAMPLERS[n].nfe_per_step is None and "budget" in SAMPLERS[n].params else None)
+            for n in names]
 
 
 class CountingModel:
@@ -75,7 +79,9 @@ def mean_ci(v):
 def run_grid(problem: Problem, contenders, schedules=("karras",), nfes=(4, 8, 16, 32), seeds=range(8),
              space="ve", dtype=torch.float32, progress=None):
     """Every contender on every schedule and NFE from the same x_T (one per seed); error is the per-sample
-    RMS distance to the exact ODE solution at 0, averaged over seeds with a 95% interval."""
+    RMS distance to the exact ODE solution at 0, averaged over seeds with a 95% interval. A fixed-step contender
+    takes nfe // nfe_per_step steps; an adaptive one the schedule's end levels and the NFE as its call budget.
+    Records hold the counted calls (`nfe`) beside the budget."""
     space = resolve(space)
     sigma_min, sigma_max = schedule_range(problem, space)
     x_T, labels = problem.draw(list(seeds), space, sigma_max)
@@ -87,9 +93,12 @@ def run_grid(problem: Problem, contenders, schedules=("karras",), nfes=(4, 8, 16
             for nfe in nfes:
                 steps = max(1, nfe // c.nfe_per_step)
                 sigmas = SCHEDULERS[sched].fn(steps, sigma_min, sigma_max, space=space).to(dtype)
+                options = dict(c.options or {})
+                if c.budget is not None:
+                    sigmas, options[c.budget] = torch.tensor([sigma_max, sigma_min, 0.0], dtype=dtype), nfe
                 counted = CountingModel(model)
                 t0 = time.perf_counter()
-                x = c.fn(counted, x_T.to(dtype), sigmas, disable=True, space=space, **(c.options or {}))
+                x = c.fn(counted, x_T.to(dtype), sigmas, disable=True, space=space, **options)
                 seconds = time.perf_counter() - t0
                 err, ci = mean_ci(rms_error(x, exact))
                 records.append(Record(problem.name, space.name, c.label, sched, nfe, steps, counted.calls, err, ci, seconds))

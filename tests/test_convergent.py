@@ -14,6 +14,11 @@ from samplerlab.samplers.stepping import ddim
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
 
 P = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
+
+
+def trapezoid(y, x):
+    """The trapezoid rule (np.trapezoid is numpy >= 2 only, np.trapz < 2.4 only)."""
+    return float(((y[1:] + y[:-1]) * np.diff(x)).sum() / 2)
 X = P.draw(range(2), "ve", 10.0)[0]
 
 
@@ -75,7 +80,7 @@ def test_bench_tiny_grid(K):
     heun = [r for r in records if r.sampler == "k:heun"]
     assert heun and all(r.nfe <= r.budget for r in records)
     assert {r.sampler for r in records} >= {"exp_pc-2", "exp_multistep-3"}
-    assert "| gaussian | flow | karras | 6 |" in bench.summary(records, nfes=(6,))
+    assert "| gaussian | development | flow | karras | 6 |" in bench.summary(records, nfes=(6,))
     floor = {r.budget: r.error for r in records if r.sampler == bench.BOUND}
     assert set(floor) == {4, 6} and all(r.error >= floor[r.budget] for r in records if r.sampler.startswith("exp_multistep"))
 
@@ -99,9 +104,11 @@ def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
                rec("exp_pc-2", 6, 2.0), rec("k:dpmpp_2m", 6, 3.0), rec("k:euler", 6, 2.5),
                rec("exp_pc-2", 4, 5.0), rec("k:euler", 4, 4.0), rec(bench.BOUND, 5, 0.5), rec(bench.BOUND, 6, 1.5)]
     text = bench.summary(records)
-    assert "| gaussian | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes | 5.00e-01 | yes |" in text
+    assert ("| gaussian | development | ve | karras | 5 | exp_pc-2 | 1.00e+00 | k:dpmpp_2m | 3.00e+00 | 0.33 | yes "
+            "| 5.00e-01 | yes |") in text
     assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no | 1.50e+00 | no |" in text
     assert "met in 1 of 2 cells. In 1 of them" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
+    assert "| exp_pc-2 | 0.52 | 0.80 | 0.52 | nan | 1 of 2 | 2 of 2 |" in text
     assert bench.BOUND not in text.split("geo. mean ratio")[1]
     bench.plot(records, tmp_path / "r.png")
     assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
@@ -125,8 +132,9 @@ def test_kdiffusion_3m_integrates_the_quadratic_term_at_half_weight(K):
 def test_merge_adds_missing_contenders_on_the_same_cells(tmp_path):
     def rec(sampler, nfe, error):
         return Record("gaussian", "ve", sampler, "karras", nfe, nfe, nfe, error, 0.0, 0.0)
-    report.write_json([rec("exp_pc-2", 5, 9.0), rec("c:ipndm", 5, 0.5), rec("c:ipndm", 6, 0.4)], tmp_path / "b.json", seeds=8)
-    out = bench.merged([rec("exp_pc-2", 5, 1.0), rec("k:euler", 5, 2.0)], [tmp_path / "b.json"], 8)
+    report.write_json([rec("exp_pc-2", 5, 9.0), rec("c:ipndm", 5, 0.5), rec("c:ipndm", 6, 0.4)], tmp_path / "b.json",
+                      seeds=[1000, 1001])
+    out = bench.merged([rec("exp_pc-2", 5, 1.0), rec("k:euler", 5, 2.0)], [tmp_path / "b.json"], [1000, 1001])
     assert sorted((r.sampler, r.budget, r.error) for r in out) == [("c:ipndm", 5, 0.5), ("exp_pc-2", 5, 1.0), ("k:euler", 5, 2.0)]
     with pytest.raises(ValueError, match="seeds"):
-        bench.merged([], [tmp_path / "b.json"], 4)
+        bench.merged([], [tmp_path / "b.json"], [0, 1])

@@ -1,0 +1,98 @@
+"""The bench as a measurement of pipelines: development and held-out problems, calibration seeds disjoint from
+evaluation seeds, counted calls in every table; and the training-free default's quadrature (samplers/adams.py)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from samplerlab.lab import bench, problems, report
+from samplerlab.lab.runner import registry_contenders, run_grid
+from samplerlab.samplers import REGISTRY
+from samplerlab.samplers.adams import weights
+from samplerlab.schedulers import REGISTRY as SCHEDULERS
+
+
+def test_every_problem_is_development_or_held_out():
+    assert set(bench.DEVELOPMENT) | set(bench.HELD_OUT) == set(problems.PROBLEMS)
+    assert not set(bench.DEVELOPMENT) & set(bench.HELD_OUT)
+    assert bench.QUICK["problems"] == list(bench.DEVELOPMENT + bench.HELD_OUT)
+
+
+def test_held_out_problems_are_the_issues():
+    g = problems.make("gaussian96")
+    assert g.shape == (96,) and math.isclose(float(g.lam.min()), 1e-3) and math.isclose(float(g.lam.max()), 30.0)
+    m = problems.make("mixture32")
+    assert m.shape == (32,) and m.mu.shape == (6, 32) and not m.classes
+    near = problems.make("memorise16")
+    assert near.shape == (16,) and near.mu.shape == (40, 16) and float(near.lam.max()) <= 4e-4
+    assert {g.name, m.name, near.name} == {"gaussian96", "mixture32", "memorise16"}
+
+
+@pytest.mark.parametrize("name, space", [("mixture32", "flow"), ("memorise16", "ve")])
+def test_held_out_reference_is_converged(name, space):
+    assert problems.reference_convergence(problems.make(name), space, seeds=range(2), steps=2000) < 1e-6
+
+
+def _calibrated(seen):
+    """A stand-in calibrated pipeline: records its calibration states, returns Karras levels and Euler."""
+    def calibrate(model, x_cal, sigma_min, sigma_max, nfe, space):
+        seen.append(x_cal)
+        sigmas = SCHEDULERS["karras"].fn(nfe, sigma_min, sigma_max).float()
+        return sigmas, lambda m, x, s, space="ve": REGISTRY["euler"].fn(m, x, s, disable=True, space=space)
+    return bench.Pipeline("cal:euler", calibrate=calibrate)
+
+
+def test_calibrated_pipeline_calibrates_on_other_seeds_and_meets_the_best_schedule(K):
+    p, seen = problems.Gaussian(shape=(4,)), []
+    records = bench.race(p, "ve", ["karras", "exponential"], [4, 6], [1000, 1001], extra=[_calibrated(seen)])
+    torch.testing.assert_close(seen[0], p.draw([0, 1], "ve", 80.0)[0].float())
+    cal = [r for r in records if r.sampler == "cal:euler"]
+    assert [(r.schedule, r.budget, r.nfe) for r in cal] == [(bench.CALIBRATED, 4, 4), (bench.CALIBRATED, 6, 6)]
+    base = min(r.error for r in records if r.budget == 6 and r.sampler.startswith("k:"))
+    text = bench.summary(records, nfes=(6,))
+    assert f"| gaussian | development | ve | calibrated | 6 | cal:euler | {cal[1].error:.2e} |" in text
+    assert f"| {base:.2e} |" in text.split("| calibrated | 6 |")[1].splitlines()[0]
+    with pytest.raises(ValueError, match="calibration seeds"):
+        bench.race(p, "ve", ["karras"], [4], [0, 1], extra=[_calibrated([])])
+
+
+def test_default_target_line():
+    def rec(sampler, problem, error):
+        return bench.Record(problem, "ve", sampler, "karras", 5, 5, 5, error, 0.0, 0.0)
+    records = [rec("adams-2", "gaussian", 1.0), rec("k:euler", "gaussian", 2.0),
+               rec("adams-2", "gaussian96", 3.0), rec("k:euler", "gaussian96", 1.0)]
+    text = bench.summary(records, nfes=(5,), default="adams-2")
+    assert "| adams-2 | 1.22 | 3.00 | 0.50 | 3.00 |" in text
+    assert "geometric mean 1.22 (target <= 1.0), worst 3.00 (target <= 2.0) over 2 cells: target not met" in text
+
+
+def test_demo_tables_are_by_counted_calls():
+    records = run_grid(problems.Gaussian(shape=(4,)), registry_contenders(["heun", "exp_adaptive"]), ("karras",),
+                       (5, 9), range(2))
+    heun = {r.budget: r.nfe for r in records if r.sampler == "heun"}
+    assert heun == {5: 3, 9: 7}  # 2 and 4 steps; the last step of Heun is one call
+    adaptive = [r for r in records if r.sampler == "exp_adaptive"]
+    assert all(r.nfe <= r.budget for r in adaptive)
+    text = report.markdown(records)
+    assert "| sampler | 3 calls |" in text and "NFE 5" not in text
+
+
+@pytest.mark.parametrize("nodes, i", [([3, 4, 5], 5), ([0, 1], 1), ([2, 3, 4], 3)])
+def test_adams_weights_integrate_polynomial_velocities(nodes, i):
+    """sum_k w_k v(u_k) = int_i^{i+1} v(u) t'(u) du for v of degree < len(nodes), t a polynomial through the levels."""
+    levels = {k: 1.0 / (1.5 + k) for k in sorted(set(nodes) | {i + 1})}
+    t = np.polynomial.Polynomial.fit(list(levels), list(levels.values()), len(levels) - 1)
+    u = np.linspace(i, i + 1, 20001)
+    for deg in range(len(nodes)):
+        w = weights(nodes, levels, i)
+        f = u ** deg * t.deriv()(u)
+        exact = float(((f[1:] + f[:-1]) * np.diff(u)).sum() / 2)
+        assert abs(sum(wk * k ** deg for wk, k in zip(w, nodes)) - exact) < 1e-8
+
+
+def test_adams_is_ab2_on_levels_uniform_in_t():
+    h = -0.1
+    levels = {k: 0.9 + h * k for k in range(4)}
+    w = weights([1, 2], levels, 2)
+    assert np.allclose(w, [-h / 2, 3 * h / 2], atol=1e-14)
