@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = [p for p in sorted((ROOT / "example_workflows").glob("*.json")) if not p.stem.startswith("reference_")]
+WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
 TITLE, SLOT, WIDGET, MULTILINE, GAP, PAD = 30, 20, 20, 50, 4, 14
 MULTILINE_WIDGETS = {"CLIPTextEncode": {0}, "Note": {0}, "MarkdownNote": {0}}
 # nodes whose widgets the workflow file does not list, or that need room for what they show
