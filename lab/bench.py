@@ -39,9 +39,10 @@ BOUND = "on-schedule bound"
 """The row of lab/bound.py's least error on a schedule's levels (Gaussian problems): no contender, a floor."""
 DEVELOPMENT = ("gaussian", "mixture", "field")
 """The problems every choice in the pack was made on (multistep.SCALE, the default solver's design)."""
-HELD_OUT = ("mixture_cond", "gaussian96", "mixture32", "memorise16")
+HELD_OUT = ("mixture_cond", "gaussian96", "mixture32", "memorise16", "digits")
 """Problems that took no part in any choice: mixture_cond was only a check of SCALE; the other three were added
-after every choice was made (lab/problems.py). The bench reports both groups apart."""
+after every choice was made (lab/problems.py), digits (the trained network, lab/trained.py) after them. The bench
+reports both groups apart."""
 CALIBRATED = "calibrated"
 """The schedule column of a calibrated pipeline's records (it makes its own levels)."""
 EVAL_SEED0 = 1000
@@ -108,6 +109,18 @@ def pipelines(comfy_path=None):
         out += [Pipeline(f"c:{n}", _host(getattr(cs, "sample_" + n)))
                 for n in ("deis", "ipndm", "ipndm_v", "res_multistep", "gradient_estimation")]
     return out
+
+
+def calibrated_pipeline():
+    """The calibrated solver (samplers/calibrated.py) as a pipeline: fitted per cell (problem, space, NFE) on the
+    calibration seeds, then run on the evaluation seeds; its calibration calls are not counted in the cell."""
+    from ..samplers.calibrated import calibrate_solver
+
+    def calibrate(model, x_cal, sigma_min, sigma_max, nfe, space):
+        cal = calibrate_solver(model, x_cal, sigma_min, sigma_max, nfe, space=space)
+        return torch.tensor(cal.sigmas), lambda m, x, s, space="ve": cal.sample(m, x, disable=True)
+
+    return Pipeline(CALIBRATED, calibrate=calibrate)
 
 
 def _one(fn, model, x, sigmas, space, exact, **kw):
@@ -458,8 +471,10 @@ def merged(records, paths, seeds):
     return out
 
 
-QUICK = {"problems": list(DEVELOPMENT + HELD_OUT), "spaces": ["ve", "flow"],
+QUICK = {"problems": [p for p in DEVELOPMENT + HELD_OUT if p not in problems.TRAINED], "spaces": ["ve", "flow"],
          "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 8}
+"""The README grid; the trained network (problems.TRAINED) runs on its own (`--problems digits`): its reference
+solve and its calls cost minutes, not seconds."""
 
 
 def references(names, seeds=range(2)):
@@ -483,6 +498,9 @@ def add_parser(sub):
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--quick", action="store_true",
                    help="the README grid: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()) + " (overrides those options)")
+    p.add_argument("--calibrated", action="store_true",
+                   help="also race the calibrated solver, calibrated per cell on seeds 0 .. seeds - 1 (disjoint from the "
+                        "evaluation seeds; up to 400 calls per calibration)")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="bench.json files of earlier runs on the same grid (e.g. ComfyUI's baselines, run with "
                         "COMFYUI_PATH in ComfyUI's venv): their contenders missing from this run join the tables")
@@ -517,10 +535,11 @@ def cmd_bench(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     comfy = os.environ.get("COMFYUI_PATH")
+    extra = [calibrated_pipeline()] if args.calibrated else []
     records = []
     for name in args.problems:
         for space in args.spaces:
-            records += race(problems.make(name), space, args.schedules, args.nfe, seeds, comfy)
+            records += race(problems.make(name), space, args.schedules, args.nfe, seeds, comfy, extra)
     records = merged(records, args.merge, seeds)
     comfy = comfy or any(r.sampler.startswith("c:") for r in records)
     table = summary(records, default=DEFAULT)

@@ -266,7 +266,20 @@ PROBLEMS = {
     "mixture32": lambda: named(Mixture(dim=32, components=6, classes=6, spread=1.0, lam_range=(0.02, 0.5), seed=32), "mixture32"),
     "memorise16": lambda: named(Mixture(dim=16, components=40, classes=40, spread=1.0, lam_range=(1e-4, 4e-4), seed=16),
                                 "memorise16"),
+    "digits": lambda: _digits(),
 }
+
+
+TRAINED = ("digits",)
+"""Problems whose denoiser is a trained network: its reference is a fine solve of its own ODE, and it is not the
+posterior mean of its data (the exactness tests skip it)."""
+
+
+def _digits():
+    """The trained digits network (lab/trained.py; imported on use: it imports this module)."""
+    from .trained import Digits
+
+    return Digits()
 
 
 def make(name: str) -> Problem:

@@ -48,11 +48,7 @@ def _digits(per_class):
     """The digits training split (lab/digits.py), the first `per_class` images of each class (None: all)."""
     from . import digits
 
-    try:
-        images, labels = digits.load("train")
-    except ModuleNotFoundError as e:
-        raise RuntimeError(f"the digits ELS and empirical reference models read the training digits from "
-                           f"scikit-learn's bundled copy: pip install scikit-learn ({e})") from e
+    images, labels = digits.load("train")
     if per_class is not None:
         keep = torch.cat([torch.nonzero(labels == c)[:per_class, 0] for c in range(digits.CLASSES)]).sort().values
         images, labels = images[keep], labels[keep]

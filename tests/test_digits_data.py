@@ -28,3 +28,14 @@ def test_bad_split():
 def test_import_is_lazy():
     code = "import sys, samplerlab.lab.digits; assert 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shipped_data_is_sklearns_and_loads_without_it():
+    sklearn = pytest.importorskip("sklearn")
+    images, labels = digits.raw_from_sklearn()
+    state, manifest = digits.shipped.load(digits.DATA)
+    assert torch.equal(state["images"], images) and torch.equal(state["labels"], labels)
+    assert manifest["scikit_learn"] and sklearn.__version__
+    code = ("import sys; sys.modules['sklearn'] = None; from samplerlab.lab import digits; x, y = digits.load('all'); "
+            "assert x.shape == (1797, 1, 16, 16) and int(y.max()) == 9")
+    subprocess.run([sys.executable, "-c", code], check=True)

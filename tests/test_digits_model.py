@@ -98,6 +98,7 @@ def test_classifier_heldout_accuracy():
 
 
 def test_frechet_agrees_with_the_closed_form():
+    pytest.importorskip("torchmetrics", reason="the Frechet distance is torchmetrics' (the lab and test extras)")
     scipy_linalg = pytest.importorskip("scipy.linalg")
     g = torch.Generator().manual_seed(3)
     fa = torch.randn(300, 6, generator=g, dtype=F64)
@@ -151,6 +152,7 @@ def test_samples_depend_on_their_own_seed_only():
 
 
 def test_digits_eval_command_writes_figures(tmp_path):
+    pytest.importorskip("torchmetrics", reason="the Frechet distance is torchmetrics' (the lab and test extras)")
     from samplerlab.lab.cli import main
 
     out = tmp_path / "eval.json"

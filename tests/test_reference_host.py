@@ -15,8 +15,6 @@ def pack():
 @pytest.mark.parametrize("variant", ["eps", "flow"])
 @pytest.mark.parametrize("name", ["digits_unet", "mixture", "field", "digits_els"])
 def test_one_euler_step_with_cfg_is_the_reference_cfg_prediction(pack, name, variant):
-    if name == "digits_els":
-        pytest.importorskip("sklearn", reason="the digits training set is read from scikit-learn")
     import comfy.sample
     import torch
 
