@@ -157,9 +157,9 @@ def browser(url):
 
 
 def thumbnails(names=None, width=720):
-    """Write example_workflows/<name>.jpg from screenshots of each (non-reference) workflow, `width` pixels wide."""
+    """Write example_workflows/<name>.jpg from screenshots of each workflow (or those in `names`), `width` pixels wide."""
     paths = [p for p in sorted((PACK_DIR / "example_workflows").glob("*.json"))
-             if (p.stem in names if names else not p.stem.startswith("reference_"))]
+             if not names or p.stem in names]
     with comfyui_server() as url, browser(url) as page:
         page.js("() => window.app.extensionManager.command.execute('Workspace.ToggleFocusMode')")
         for path in paths:
