@@ -9,7 +9,7 @@ unconditional denoiser at extra points) needs an extra unconditional call at a p
 which Forge's CFG hooks do not offer. A1111 has no patchable CFG function (its CFG denoiser combines the
 predictions itself), so the pulse UI is shown in Forge only.
 """
-from ..samplers.guidance import Interval, Pulse, combine, sigma_at_percent, weight
+from ..samplers.guidance import combine, schedule_at_percents, weight
 from ..samplers.space import resolve
 from .webui import space_of
 
@@ -19,19 +19,10 @@ SHAPES = ("gaussian", "cosine", "box", "interval")
 def pulse_schedule(unet, shape, center_percent, width, base, start_percent, end_percent):
     """A Pulse (peak from the CFG scale at run time) or an Interval in VE levels, from percents of the schedule
     of Forge's UNet patcher `unet` (its predictor's percent_to_sigma)."""
-    predictor, space = unet.model.predictor, space_of(unet.model)
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {list(SHAPES)}, got {shape!r}")
-    if shape == "interval":
-        if not end_percent > start_percent:
-            raise ValueError(f"end_percent must be > start_percent = {start_percent}, got {end_percent}")
-        hi = sigma_at_percent("start_percent", start_percent, predictor.percent_to_sigma, space)
-        lo = sigma_at_percent("end_percent", end_percent, predictor.percent_to_sigma, space)
-        return Interval(1.0, base, lo, hi)
-    if not 0.0 < center_percent < 1.0:
-        raise ValueError(f"center_percent must be in (0, 1) (0 and 1 are the schedule's ends), got {center_percent!r}")
-    center = sigma_at_percent("center_percent", center_percent, predictor.percent_to_sigma, space)
-    return Pulse(shape, 1.0, base, width, center)
+    return schedule_at_percents(unet.model.predictor.percent_to_sigma, space_of(unet.model), 1.0, shape,
+                                center_percent, width, base, start_percent, end_percent)
 
 
 def pulse_patch(unet, schedule):

@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.critical import probe_sigma_c, unmeasured_reason
-from ..samplers.guidance import SHAPES, GuidedRun, Interval, Pulse, combine, curve, percent_at_sigma, sigma_at_percent
+from ..samplers.guidance import SHAPES, GuidedRun, combine, curve, percent_at_sigma, schedule_at_percents
 from ..samplers.space import FLOW, resolve
 from .host import space_of
 from .views import model_view
@@ -50,22 +50,10 @@ def schedule_inputs():
 
 def build_schedule(model, peak, shape, center, center_percent, width, base, start_percent, end_percent):
     """A Pulse or Interval in VE levels from model-independent settings, through the model's percent_to_sigma."""
-    ms = model.get_model_object("model_sampling")
-    space = space_of(model)
-    if shape == "interval":
-        if not end_percent > start_percent:
-            raise ValueError(f"end_percent must be > start_percent = {start_percent}, got {end_percent}")
-        hi = sigma_at_percent("start_percent", start_percent, ms.percent_to_sigma, space)
-        lo = sigma_at_percent("end_percent", end_percent, ms.percent_to_sigma, space)
-        return Interval(peak, base, lo, hi)
-    if center not in ("auto", "percent"):
+    if shape != "interval" and center not in ("auto", "percent"):
         raise ValueError(f"center must be 'auto' or 'percent', got {center!r}")
-    sigma_c = None
-    if center == "percent":
-        if not 0.0 < center_percent < 1.0:
-            raise ValueError(f"center_percent must be in (0, 1) (0 and 1 are the schedule's ends), got {center_percent!r}")
-        sigma_c = sigma_at_percent("center_percent", center_percent, ms.percent_to_sigma, space)
-    return Pulse(shape, peak, base, width, sigma_c)
+    return schedule_at_percents(model.get_model_object("model_sampling").percent_to_sigma, space_of(model), peak, shape,
+                                center_percent if center == "percent" else None, width, base, start_percent, end_percent)
 
 
 def describe(run, model) -> str:

@@ -119,6 +119,25 @@ def sigma_at_percent(name: str, percent, percent_to_sigma, space="ve") -> float:
     return math.inf if host >= space.max_level() else space.to_ve(host)
 
 
+def schedule_at_percents(percent_to_sigma, space, peak, shape, center_percent, width, base, start_percent,
+                         end_percent):
+    """A Pulse or Interval in VE levels from model-independent settings, through the host's percent_to_sigma:
+    the interval between start_percent and end_percent, or a pulse centred at center_percent (None: the centre
+    sigma_c is measured during sampling)."""
+    if shape == "interval":
+        if not end_percent > start_percent:
+            raise ValueError(f"end_percent must be > start_percent = {start_percent}, got {end_percent}")
+        hi = sigma_at_percent("start_percent", start_percent, percent_to_sigma, space)
+        lo = sigma_at_percent("end_percent", end_percent, percent_to_sigma, space)
+        return Interval(peak, base, lo, hi)
+    sigma_c = None
+    if center_percent is not None:
+        if not 0.0 < center_percent < 1.0:
+            raise ValueError(f"center_percent must be in (0, 1) (0 and 1 are the schedule's ends), got {center_percent!r}")
+        sigma_c = sigma_at_percent("center_percent", center_percent, percent_to_sigma, space)
+    return Pulse(shape, peak, base, width, sigma_c)
+
+
 def percent_at_sigma(sigma_host: float, percent_to_sigma, iters: int = 50) -> float:
     """The inverse of the host's (decreasing) percent_to_sigma by bisection: the percent of the schedule at sigma_host."""
     lo, hi = 0.0, 1.0
