@@ -11,7 +11,6 @@ UCI "Optical Recognition of Handwritten Digits" set, CC BY 4.0, as scikit-learn 
 safetensors after a sha256 check (lab/shipped.py), so ComfyUI, which has no scikit-learn, loads them too.
 `python -m samplerlab.lab.digits` rewrites the file and its manifest from scikit-learn's copy.
 """
-import json
 from functools import lru_cache
 
 import torch
@@ -36,16 +35,10 @@ def raw_from_sklearn():
 
 def write(path=DATA):
     """Write the raw digits to `path` (safetensors) and its manifest (source, licence, sha256) beside it."""
-    import sklearn
-    from safetensors.torch import save_file
-
     images, labels = raw_from_sklearn()
-    save_file({"images": images.contiguous(), "labels": labels.contiguous()}, str(path))
-    manifest = {"data": "UCI Optical Recognition of Handwritten Digits (CC BY 4.0), as sklearn.datasets.load_digits",
-                "command": "python -m samplerlab.lab.digits", "scikit_learn": sklearn.__version__,
-                "file": path.name, "bytes": path.stat().st_size, "sha256": shipped.sha256(path)}
-    shipped.manifest_path(path).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return shipped.save_tensors({"images": images.contiguous(), "labels": labels.contiguous()}, path,
+                                {"data": "UCI Optical Recognition of Handwritten Digits (CC BY 4.0), as "
+                                         "sklearn.datasets.load_digits", "command": "python -m samplerlab.lab.digits"})
 
 
 @lru_cache(maxsize=1)

@@ -46,17 +46,22 @@ def load(path):
 
 
 def save(module, path, manifest):
-    """Write module's state dict (float32, contiguous) to `path` and the manifest (plus sha256, versions)
+    """Write module's state dict (float32, contiguous) to `path` and the manifest beside it (`save_tensors`);
+    returns the full manifest."""
+    state = {k: v.detach().to(torch.float32).contiguous() for k, v in module.state_dict().items()}
+    return save_tensors(state, path, {**manifest, "parameters": sum(p.numel() for p in module.parameters())})
+
+
+def save_tensors(state, path, manifest):
+    """Write the tensors `state` to `path` (safetensors) and the manifest (plus file, bytes, sha256, versions)
     beside it; returns the full manifest."""
     import sklearn
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(path))
     manifest = {**manifest, "file": path.name, "bytes": path.stat().st_size, "sha256": sha256(path),
-                "parameters": sum(p.numel() for p in module.parameters()),
                 "torch": torch.__version__, "scikit_learn": sklearn.__version__, "python": platform.python_version(),
                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest_path(path).write_text(json.dumps(manifest, indent=2) + "\n")
