@@ -38,17 +38,12 @@ def host_sampler(cal):
 
 def load(folder, key):
     """The cached solver for `key`, or None (absent; or unusable, with a warning: it is recalibrated)."""
-    path = cache.cache_path(folder, key)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
+    def parse(data):
         if data.get("key") != json.loads(json.dumps(key, sort_keys=True)):
             raise ValueError("written for another model, conditioning or format")
         return solver.Calibrated.from_json(data["solver"])
-    except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError, UnicodeDecodeError) as e:
-        logging.warning("samplerlab: calibrated solver cache %s is unusable (%s); recalibrating", path, e)
-        return None
+
+    return cache.read_cached(cache.cache_path(folder, key), parse)
 
 
 def save(folder, key, cal):

@@ -335,11 +335,16 @@ def load_cached(directory, key: dict, levels=None):
     """The cached Calibration for `key`, or None when absent; a corrupt, foreign or unreadable file (or a
     directory in its place) is ignored with a warning (it will be recomputed). `levels` = (sigma_min,
     sigma_max) of the model, when known, is checked too (`validated`)."""
-    path = cache_path(directory, key)
+    return read_cached(cache_path(directory, key), lambda data: validated(data, key, levels))
+
+
+def read_cached(path: Path, parse):
+    """parse(the JSON at path), or None when the file is absent; a file that cannot be read or parsed (parse
+    raising ValueError, TypeError, KeyError, ...) is ignored with a warning, to be recomputed."""
     try:
         if not path.exists():
             return None
-        return validated(json.loads(path.read_text()), key, levels)
+        return parse(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError, AttributeError, OSError, RecursionError, UnicodeDecodeError) as e:
         logging.warning("samplerlab: calibration cache %s is unusable (%s); recalibrating", path, e)
         return None
