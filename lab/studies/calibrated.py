@@ -18,17 +18,13 @@ from .. import bench, problems
 from ..runner import mean_ci, rms_error, schedule_range
 
 
-def _named(problem, name):
-    problem.name = name
-    return problem
-
-
 HELD_OUT = {
-    "gaussian96": lambda: _named(problems.Gaussian(shape=(96,), lam_min=1e-3, lam_max=30.0, seed=7), "gaussian96"),
-    "mixture6x32": lambda: _named(problems.Mixture(dim=32, components=6, classes=3, spread=1.5, lam_range=(0.01, 0.3),
-                                                   seed=7), "mixture6x32"),
-    "memorise40x16": lambda: _named(problems.Mixture(dim=16, components=40, classes=4, spread=1.0,
-                                                     lam_range=(1e-4, 1e-3), seed=7), "memorise40x16"),
+    "gaussian96": lambda: problems.named(problems.Gaussian(shape=(96,), lam_min=1e-3, lam_max=30.0, seed=7),
+                                         "gaussian96"),
+    "mixture6x32": lambda: problems.named(problems.Mixture(dim=32, components=6, classes=3, spread=1.5,
+                                                           lam_range=(0.01, 0.3), seed=7), "mixture6x32"),
+    "memorise40x16": lambda: problems.named(problems.Mixture(dim=16, components=40, classes=4, spread=1.0,
+                                                             lam_range=(1e-4, 1e-3), seed=7), "memorise40x16"),
 }
 """A 96-D Gaussian with eigenvalues 1e-3..30, a 6-component 32-D mixture and a near-memorising 40-point
 16-D mixture (component variances 1e-4..1e-3): exact denoisers as in lab/problems.py."""
