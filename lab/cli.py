@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
 from . import bench, compare_cli, digits_lab, docs, guidance, images, poisson, problems, report, schedules
+from . import studies
 from .studies import calibrated
 from .runner import registry_contenders, run_grid, schedule_range
 
@@ -123,6 +124,7 @@ def main(argv=None):
     schedules.add_parser(sub)
     poisson.add_parser(sub)
     calibrated.add_parser(sub)
+    studies.add_parser(sub)
     args = ap.parse_args(argv)
     args.fn(args)
     return 0
