@@ -287,34 +287,12 @@ def nearest_distance(x, pool):
     return torch.cdist(x.flatten(1).to(F64), pool.flatten(1).to(F64)).amin(1) / math.sqrt(x[0].numel())
 
 
-def novelty(seeds=(0, 1, 2, 3), steps=12, sigma_max=10.0, sigma_min=0.05):
-    """Samples of the class-conditional ELS (digits training split, calibrated schedule) and of the empirical
-    denoiser from the same start noise and labels (label = seed mod 10; dpmpp_2m on a Karras schedule):
-    the RMS distance of each to its nearest training image, beside held-out real digits' own distance."""
-    from ..samplers import REGISTRY as SAMPLERS
-    from ..schedulers import REGISTRY as SCHEDULES
-    from . import digits
-
-    train, labels = digits.load("train")
-    held, _ = digits.load("heldout")
-    sigmas = SCHEDULES["karras"].fn(steps, sigma_min, sigma_max).to(F64)
-    cls = torch.tensor([s % digits.CLASSES for s in seeds])
-    noise = torch.stack([torch.randn(train.shape[1:], generator=torch.Generator().manual_seed(s), dtype=F64) for s in seeds])
-    out = {}
-    for name, machine in (("els", ELS(train, labels, digits.CLASSES, schedule=PatchSchedule.load())),
-                          ("empirical", Empirical(train, labels, digits.CLASSES))):
-        x = SAMPLERS["dpmpp_2m"].fn(machine.model("ve", cls), noise * sigma_max, sigmas)
-        out[name] = [round(float(d), 4) for d in nearest_distance(x, train)]
-    out["heldout_real"] = round(float(nearest_distance(held[:64], train).median()), 4)
-    return out
-
-
 def main(argv=None):
     """python -m samplerlab.lab.els calibrate --network NAME: calibrate P(sigma) of the class-conditional ELS
     over the digits training split against reference model NAME (lab/reference_models.py) on held-out digits
     0..k-1 (noise seed 0), report r^2 on held-out digits k..3k-1 (noise seed 1), write SCHEDULE_FILE.
     python -m samplerlab.lab.els cost: measured time and FLOPs per image per call.
-    python -m samplerlab.lab.els novelty: nearest-training-image distance of ELS and empirical samples."""
+    (Samples and their novelty: `python -m samplerlab study creativity`.)"""
     import argparse
     import time
 
@@ -322,7 +300,7 @@ def main(argv=None):
     from .reference_models import load
 
     ap = argparse.ArgumentParser(prog="python -m samplerlab.lab.els", description=main.__doc__)
-    ap.add_argument("command", choices=["calibrate", "cost", "novelty"])
+    ap.add_argument("command", choices=["calibrate", "cost"])
     ap.add_argument("--network", help="reference model to calibrate against (calibrate)")
     ap.add_argument("--images", type=int, default=8, help="held-out images to calibrate on (twice as many to report on)")
     ap.add_argument("--out", default=str(SCHEDULE_FILE))
@@ -330,9 +308,6 @@ def main(argv=None):
     if args.command == "cost":
         for row in cost():
             print(json.dumps(row))
-        return
-    if args.command == "novelty":
-        print(json.dumps(novelty()))
         return
     if not args.network:
         ap.error("calibrate needs --network")
