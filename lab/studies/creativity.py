@@ -9,9 +9,12 @@ Measured, per model, with 95% percentile-bootstrap intervals over seeds:
     the Euclidean distance of its classifier features (lab/classifier.py, 128-d) to the nearest training
     image's, beside held-out real digits' own distances (the yardstick of a new digit);
   - r^2 (els.r2) between ELS and network x0 predictions at the states of the network's own trajectory, per
-    level sigma_i, and the level where its median is lowest (where the network departs most from ELS;
-    no threshold), beside r^2 between the x0 predictions along the ELS and network trajectories;
-  - how often the ELS and network samples of a seed get the same class from the classifier (Wilson 95%).
+    level sigma_i (and the level where its median is lowest), beside r^2 between the x0 predictions along
+    the ELS and network trajectories; where the trajectories part: the level where the paired difference of
+    the two reaches half its final value (half_rise, no threshold);
+  - the ELS and network samples of a seed against each other: same class by the classifier (Wilson 95%),
+    r^2 and RMS distance; class accuracy of every model (Wilson 95%). The network at the shipped guidance
+    scale (trained.DEFAULT_CFG) is sampled as well, for novelty and accuracy.
 """
 import json
 import time
@@ -28,7 +31,6 @@ from ...schedulers import REGISTRY as SCHEDULERS
 from . import output
 
 F64 = torch.float64
-MODELS = ("empirical", "els", "network")
 FULL = {"seeds": 64, "steps": 16, "per_class": None}
 QUICK = {"seeds": 4, "steps": 4, "per_class": 6}
 SEED0 = 2 * EVAL_SEED0
