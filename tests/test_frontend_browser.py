@@ -287,3 +287,12 @@ def pulse_shows_the_detected_sigma_c(page):
     [mark] = [m for m in shown["marks"] if m["label"].startswith("σc")]
     assert abs(mark["x"] - 100 * found["percent"]) < 1e-9 and shown["points"] == 65
     matches_reference(page.screenshot([pulse]), "guidance_pulse_sigma_c")
+    # a wider pulse after the run: the route draws it at the detected sigma_c, which stays marked
+    inside = "(id) => window.app.graph.getNodeById(id).slPlot.chart.series[0].ys.filter(w => w > 1.5).length"
+    before = page.js(inside, pulse)
+    set_widget(page, pulse, "width", 1.0)
+    page.wait(f"(id) => ({inside})(id) > {before}", pulse)
+    chart = page.js("(id) => window.app.graph.getNodeById(id).slPlot.chart", pulse)
+    assert [m["x"] for m in chart["marks"] if m["label"].startswith("σc")] == [mark["x"]]
+    ys = chart["series"][0]["ys"]
+    assert abs(chart["series"][0]["xs"][ys.index(max(ys))] - mark["x"]) <= 100 / 65

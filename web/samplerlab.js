@@ -94,8 +94,9 @@ function chartOf(kind, data, node, fromRun) {
   if (kind === "pulse") {
     const center = v.shape !== "interval" && v.center === "percent" ? { percent: v.center_percent, label: "centre" } : undefined;
     const detected = node.slPlot?.detected?.sigma_c;
-    const where = detected && autoCentre(v) ? " · centred at the last run's σc" : "";
-    const caption = data.percent?.length ? `${data.caption}${where} · ${modelNote(data.model)}` : modelNote(data.model);
+    // centred at the last run's sigma_c: drawn for that run's model, which the caption need not say
+    const note = detected && autoCentre(v) ? ", at last run's σc" : ` · ${modelNote(data.model)}`;
+    const caption = data.percent?.length ? `${data.caption}${note}` : modelNote(data.model);
     const chart = pulseChart(data, { caption, center, detected });
     if (!("cfg" in v) && data.weight?.length) chart.marks.push({ y: Math.max(...data.weight), label: "peak = the KSampler's cfg", color: "#9cf" });
     return chart;
