@@ -2,11 +2,10 @@
 
 Each module listed in NODE_MODULES exposes `NODES`, a list of V3 node classes.
 """
-import sys
-
 from comfy_api.latest import ComfyExtension
 
 from . import calibrated, compare, generated, guidance, poisson, reference, schedules
+from .host import prompt_server
 from .registration import register_lists
 
 NODE_MODULES = (generated, compare, guidance, poisson, schedules, calibrated, reference)
@@ -19,8 +18,7 @@ class SamplerlabExtension(ComfyExtension):
 
 def register_routes():
     """The pack's plot route on ComfyUI's running server; nothing where there is none (tests, scripts)."""
-    server = sys.modules.get("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    instance = prompt_server()
     if instance is None:
         return None
     from . import routes

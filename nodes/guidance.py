@@ -1,9 +1,11 @@
 """Guidance pulses in ComfyUI: a MODEL patch for the plain KSampler, a GUIDER for SamplerCustomAdvanced, and a
 node that measures the critical level sigma_c of a model. The logic is samplers/guidance.py and critical.py.
+When an auto centre has been detected, the pulse node's plot on the page is told (SIGMA_C_EVENT, `sigma_c_message`).
 
 Per-run state (the detector, counts) lives in the run's own model_options["transformer_options"] (CFGGuider
 clones it for every run), never in the node or a global.
 """
+import dataclasses
 import logging
 
 import comfy.sample
@@ -14,12 +16,13 @@ from comfy_api.latest import io
 from ..samplers.critical import probe_sigma_c, unmeasured_reason
 from ..samplers.guidance import SHAPES, GuidedRun, combine, curve, percent_at_sigma, schedule_at_percents
 from ..samplers.space import FLOW, resolve
-from .host import space_of
+from .host import send_to_page, space_of
 from .views import model_view
 from .widgets import schema
 
 CATEGORY = "sampling/samplerlab/guidance"
 LOG = logging.getLogger("samplerlab")
+SIGMA_C_EVENT = "samplerlab.sigma_c"  # web/samplerlab.js listens
 
 
 def schedule_inputs():
@@ -30,7 +33,7 @@ def schedule_inputs():
                                "only between start_percent and end_percent (the guidance interval)."),
         io.Combo.Input("center", options=["auto", "percent"], default="auto",
                        tooltip="auto: measure the critical level sigma_c of this model and prompt during sampling "
-                               "(power iteration on the unconditional prediction; reported in the log); "
+                               "(power iteration on the unconditional prediction; reported in the log and marked on the node's plot); "
                                "percent: centre at center_percent of the schedule."),
         io.Float.Input("center_percent", default=0.5, min=0.0, max=1.0, step=0.01, round=False,
                        tooltip="Pulse centre as a fraction of the model's schedule (0 = start, 1 = end); used when center = percent."),
@@ -56,21 +59,45 @@ def build_schedule(model, peak, shape, center, center_percent, width, base, star
                                 center_percent if center == "percent" else None, width, base, start_percent, end_percent)
 
 
+def detected(run, model):
+    """The run's sigma_c (the batch's median) as (host level, VE level, percent of the model's schedule); None before
+    the first probe."""
+    if run.sigma_c is None:
+        return None
+    ms, space = model.get_model_object("model_sampling"), resolve(space_of(model))
+    ve = float(torch.as_tensor(run.sigma_c).median())
+    host = space.from_ve(ve)
+    return host, ve, percent_at_sigma(host, ms.percent_to_sigma)
+
+
 def describe(run, model) -> str:
     """The run's report plus sigma_c as a host level and as a percent of the model's schedule."""
     line = "samplerlab pulse: " + run.report()
-    if run.sigma_c is not None:
-        ms, space = model.get_model_object("model_sampling"), resolve(space_of(model))
-        host = space.from_ve(float(torch.as_tensor(run.sigma_c).median()))
-        line += f"; sigma_c = {host:.4g} as a host level, at {100 * percent_at_sigma(host, ms.percent_to_sigma):.1f}% of the schedule"
+    found = detected(run, model)
+    if found is not None:
+        line += f"; sigma_c = {found[0]:.4g} as a host level, at {100 * found[2]:.1f}% of the schedule"
     return line
 
 
-class PulseState:
-    """One run of a pulse patch or guider: the GuidedRun, whether the last query skipped D_u, whether it was logged."""
+def sigma_c_message(state, model):
+    """What the page is told once an auto centre is detected: the node's `sl_pulse` entry as pulse_ui makes it for the
+    pulse centred at the detected sigma_c (the batch's median), the node's id, and sigma_c as a host level, a VE level,
+    a percent of the schedule and the batch's range of host levels."""
+    run, space = state.run, resolve(space_of(model))
+    host, ve, percent = detected(run, model)
+    lo, hi = torch.as_tensor(run.sigma_c, dtype=torch.float64).reshape(-1).aminmax()
+    [shown] = pulse_ui(model, dataclasses.replace(run.schedule, center=ve), state.peak)["sl_pulse"]
+    return {**shown, "node": state.node,
+            "sigma_c": {"host": host, "ve": ve, "percent": percent, "samples": [space.from_ve(float(lo)), space.from_ve(float(hi))]}}
 
-    def __init__(self, schedule, space, probes):
+
+class PulseState:
+    """One run of a pulse patch or guider: the GuidedRun, whether the last query skipped D_u, whether it was logged;
+    `node` (the node's unique id, None: no page to tell) and `peak` (None: the KSampler's cfg) for the page."""
+
+    def __init__(self, schedule, space, probes, node=None, peak=None):
         self.run = GuidedRun(schedule, space, probes)
+        self.node, self.peak = node, peak
         self.skipped, self.logged = False, False
 
 
@@ -95,16 +122,19 @@ def query(state, calc, x, sigma, cond, uncond, peak=None):
     return d_c, d_u
 
 
-def log_once(state, model):
+def report_once(state, model):
+    """Once the auto centre's probes are done: the run's report to the log and its sigma_c to the node's plot."""
     if not state.logged and state.run.probe is not None and state.run.probe.finished:
         state.logged = True
         LOG.info(describe(state.run, model))
+        if state.node is not None:
+            send_to_page(SIGMA_C_EVENT, sigma_c_message(state, model))
 
 
-def pulse_patch(model, schedule, probes):
+def pulse_patch(model, schedule, probes, node=None):
     """model.clone() whose CFG weight follows `schedule` with peak = the sampler's cfg, chaining the calc-batch
     and cfg functions already installed; the cfg = 1 shortcut is turned off so the pulse can switch the
-    negative on and off itself."""
+    negative on and off itself. `node`: the unique id of the node whose plot is told the detected sigma_c."""
     m = model.clone()
     prev_calc = m.model_options.get("sampler_calc_cond_batch_function")
     prev_cfg = m.model_options.get("sampler_cfg_function")
@@ -112,7 +142,7 @@ def pulse_patch(model, schedule, probes):
 
     def calc_batch(args):
         mo, timestep = args["model_options"], args["sigma"]
-        state = run_state(mo, key, lambda: PulseState(schedule, space, probes))
+        state = run_state(mo, key, lambda: PulseState(schedule, space, probes, node))
 
         def calc(conds, x):
             if prev_calc is not None:
@@ -121,12 +151,12 @@ def pulse_patch(model, schedule, probes):
 
         cond, uncond = args["conds"][0], args["conds"][1]
         d_c, d_u = query(state, calc, args["input"], timestep, cond, uncond)
-        log_once(state, model)
+        report_once(state, model)
         return [d_c, d_c if d_u is None else d_u]
 
     def cfg(args):
         x, mo = args["input"], args["model_options"]
-        state = run_state(mo, key, lambda: PulseState(schedule, space, probes))
+        state = run_state(mo, key, lambda: PulseState(schedule, space, probes, node))
         d_c, d_u = args["cond_denoised"], args["uncond_denoised"]
         if state.skipped:
             return x - d_c
@@ -142,15 +172,17 @@ def pulse_patch(model, schedule, probes):
 
 
 class PulseGuider(comfy.samplers.CFGGuider):
-    """CFGGuider whose weight follows a schedule with peak = its cfg; `last_run` holds the last run's GuidedRun."""
+    """CFGGuider whose weight follows a schedule with peak = its cfg; `last_run` holds the last run's GuidedRun;
+    `node`: the unique id of the node whose plot is told the detected sigma_c."""
 
-    def __init__(self, model_patcher, schedule, probes):
+    def __init__(self, model_patcher, schedule, probes, node=None):
         super().__init__(model_patcher)
-        self.schedule, self.probes, self.last_run = schedule, probes, None
+        self.schedule, self.probes, self.node, self.last_run = schedule, probes, node, None
         self.key = f"samplerlab_guider_{id(self)}"
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        state = run_state(model_options, self.key, lambda: PulseState(self.schedule, space_of(self.model_patcher), self.probes))
+        state = run_state(model_options, self.key, lambda: PulseState(self.schedule, space_of(self.model_patcher), self.probes,
+                                                                       self.node, self.cfg))
         self.last_run = state.run
         positive, negative = self.conds.get("positive"), self.conds.get("negative")
 
@@ -158,7 +190,7 @@ class PulseGuider(comfy.samplers.CFGGuider):
             return comfy.samplers.calc_cond_batch(self.inner_model, conds, xx, timestep, model_options)
 
         d_c, d_u = query(state, calc, x, timestep, positive, negative, self.cfg)
-        log_once(state, self.model_patcher)
+        report_once(state, self.model_patcher)
         if d_u is None:
             return d_c
         w = state.run.weights(float(timestep.reshape(-1)[0]), x.shape[0], self.cfg).to(x).reshape(-1, *[1] * (x.ndim - 1))
@@ -185,6 +217,11 @@ def pulse_ui(model, schedule, peak=None):
                           "caption": f"guidance {schedule.base:g} .. {top} over the schedule"}]}
 
 
+def node_id(cls):
+    """The running node's unique id (the page's node id; None when execute is called outside a prompt)."""
+    return getattr(cls.hidden, "unique_id", None)
+
+
 def _schedule_fields(kw):
     return {k: kw[k] for k in ("shape", "center", "center_percent", "width", "base", "start_percent", "end_percent")}
 
@@ -201,16 +238,17 @@ class GuidancePulse(io.ComfyNode):
             description="Classifier-free guidance only around the critical noise level, where large-scale structure "
                         "is decided. The KSampler's cfg is the peak weight; outside the pulse the weight is `base` "
                         "(1 = off, and the negative is not evaluated there). center = auto measures sigma_c of the "
-                        "model at hand during sampling and logs it. Works with any sampler and on flow models.",
+                        "model at hand during sampling, logs it and marks it on the plot. Works with any sampler and on flow models.",
             search_aliases=["guidance interval", "cfg schedule", "critical time", "pulse"],
             inputs=[io.Model.Input("model", tooltip="The model to patch; use the patched one in any KSampler.")] + schedule_inputs(),
             outputs=[io.Model.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, probes=4, **kw) -> io.NodeOutput:
         schedule = build_schedule(model, 1.0, **_schedule_fields(kw))
-        return io.NodeOutput(pulse_patch(model, schedule, probes), ui=pulse_ui(model, schedule))
+        return io.NodeOutput(pulse_patch(model, schedule, probes, node_id(cls)), ui=pulse_ui(model, schedule))
 
 
 class GuidancePulseGuider(io.ComfyNode):
@@ -231,12 +269,13 @@ class GuidancePulseGuider(io.ComfyNode):
                     io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                    tooltip="Peak guidance weight inside the pulse.")] + schedule_inputs(),
             outputs=[io.Guider.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, probes=4, **kw) -> io.NodeOutput:
         schedule = build_schedule(model, cfg, **_schedule_fields(kw))
-        guider = PulseGuider(model, schedule, probes)
+        guider = PulseGuider(model, schedule, probes, node_id(cls))
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider, ui=pulse_ui(model, schedule, cfg))

@@ -1,6 +1,7 @@
 """Adapters between ComfyUI's objects and the pure core: which parametrisation a model uses, host-ready
-sampler functions and scheduler handlers."""
+sampler functions and scheduler handlers, and ComfyUI's running server (routes, messages to the page)."""
 import functools
+import sys
 
 import comfy.model_sampling
 
@@ -54,3 +55,19 @@ def host_schedule(spec, model_sampling, steps, denoise=1.0, **options):
 def scheduler_handler(spec):
     """A `SchedulerHandler(handler, use_ms=True)` function: handler(model_sampling, steps)."""
     return lambda model_sampling, steps: host_schedule(spec, model_sampling, steps)
+
+
+def prompt_server():
+    """ComfyUI's running PromptServer, or None where there is none (tests, scripts: no `server` module, or no instance)."""
+    server = sys.modules.get("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def send_to_page(event, data) -> bool:
+    """Send a message to the page that queued the running prompt, as ComfyUI sends its own "executed"
+    (PromptServer.send_sync to the prompt's client_id); False, and nothing sent, without a server or a client."""
+    server = prompt_server()
+    if server is None or getattr(server, "client_id", None) is None:
+        return False
+    server.send_sync(event, data, server.client_id)
+    return True

@@ -129,3 +129,46 @@ def test_pulse_nodes_send_their_curve_to_the_front_end(host, flow):
     auto = nodes.NODE_CLASS_MAPPINGS["SamplerLabGuidancePulse"].execute(model=mp, probes=4, **AUTO)
     assert sorted(auto.ui["sl_pulse"][0]) == ["caption", "model"] and "auto" in auto.ui["sl_pulse"][0]["caption"]
     assert auto.ui["sl_pulse"][0]["model"]["space"] == ("flow" if flow else "ve")  # the model's range, for the plot route
+
+
+class PageServer:
+    """ComfyUI's PromptServer as the pack meets it while a page's prompt runs: the page's client_id, messages recorded."""
+
+    client_id = "the-page"
+    last_node_id = None
+
+    def __init__(self):
+        self.sent = []
+
+    def send_sync(self, event, data, sid=None):
+        self.sent.append((event, data, sid))
+
+
+def test_auto_pulse_run_tells_its_node_the_detected_sigma_c(host, tmp_path, monkeypatch, caplog):
+    """The reference guidance workflow (center = auto) run by ComfyUI's PromptExecutor: the page that queued it gets
+    one samplerlab.sigma_c message naming the pulse node, with a finite sigma_c inside the model's range, the one
+    logged, and the weight curve centred there."""
+    import math
+    import re
+    import sys
+
+    from test_workflows import ROOT, run_workflow
+
+    page = PageServer()
+    monkeypatch.setitem(sys.modules, "server", type(sys)("server"))
+    sys.modules["server"].PromptServer = type("PromptServer", (), {"instance": page})
+    with caplog.at_level(logging.INFO, logger="samplerlab"):
+        prompt, _, _ = run_workflow(ROOT / "example_workflows" / "reference_guidance_pulse_ksampler.json", tmp_path, page)
+    [pulse_id] = [nid for nid, v in prompt.items() if v["class_type"] == "SamplerLabGuidancePulse"]
+    assert prompt[pulse_id]["inputs"]["center"] == "auto"
+    told = [(data, sid) for event, data, sid in page.sent if event == "samplerlab.sigma_c"]
+    assert len(told) == 1, page.sent
+    [(data, sid)] = told
+    assert sid == page.client_id and data["node"] == pulse_id
+    model, found = data["model"], data["sigma_c"]
+    assert math.isfinite(found["host"]) and model["sigma_min"] < found["host"] < model["sigma_max"], (found, model)
+    assert found["samples"][0] <= found["host"] <= found["samples"][1] and 0 < found["percent"] < 1
+    [logged] = [float(m) for m in re.findall(r"sigma_c = ([0-9.e+-]+) as a host level", caplog.text)]
+    assert found["host"] == pytest.approx(logged, rel=1e-3)
+    top = data["percent"][max(range(len(data["weight"])), key=data["weight"].__getitem__)]
+    assert abs(top - found["percent"]) <= 1 / len(data["percent"]) and max(data["weight"]) > min(data["weight"]) == 1.0

@@ -270,3 +270,29 @@ def test_reference_workflow_runs_from_the_page(page, server, path):
             assert n["compare"] and n["compare"] >= 3
         if n["type"] == "SamplerLabConvergenceSweep":
             assert n["sweep"] and n["sweep"] >= 4
+    if path.stem == "reference_guidance_pulse_ksampler":
+        pulse_shows_the_detected_sigma_c(page)
+
+
+def pulse_shows_the_detected_sigma_c(page):
+    """After the run, the centre-auto pulse's plot holds the sigma_c the server told it (samplerlab.sigma_c), inside
+    the model's range, drawn as the pulse centred there with sigma_c marked."""
+    pulse = page.js("() => window.app.graph._nodes.find(n => n.type === 'SamplerLabGuidancePulse').id")
+    shown = page.js("""(id) => { const s = window.app.graph.getNodeById(id).slPlot;
+        return {detected: s.detected, marks: s.chart.marks ?? [], points: s.chart.series?.[0]?.xs?.length ?? 0}; }""", pulse)
+    assert shown["detected"], "no sigma_c reached the pulse node after an auto run"
+    found, model = shown["detected"]["sigma_c"], shown["detected"]["model"]
+    assert str(shown["detected"]["node"]) == str(pulse)
+    assert model["sigma_min"] < found["host"] < model["sigma_max"] and 0 < found["percent"] < 1
+    [mark] = [m for m in shown["marks"] if m["label"].startswith("σc")]
+    assert abs(mark["x"] - 100 * found["percent"]) < 1e-9 and shown["points"] == 65
+    matches_reference(page.screenshot([pulse]), "guidance_pulse_sigma_c")
+    # a wider pulse after the run: the route draws it at the detected sigma_c, which stays marked
+    inside = "(id) => window.app.graph.getNodeById(id).slPlot.chart.series[0].ys.filter(w => w > 1.5).length"
+    before = page.js(inside, pulse)
+    set_widget(page, pulse, "width", 1.0)
+    page.wait(f"(id) => ({inside})(id) > {before}", pulse)
+    chart = page.js("(id) => window.app.graph.getNodeById(id).slPlot.chart", pulse)
+    assert [m["x"] for m in chart["marks"] if m["label"].startswith("σc")] == [mark["x"]]
+    ys = chart["series"][0]["ys"]
+    assert abs(chart["series"][0]["xs"][ys.index(max(ys))] - mark["x"]) <= 100 / 65

@@ -121,8 +121,9 @@ class _Server:
         pass
 
 
-def run_workflow(path, out_dir):
-    """Validate and execute a workflow with ComfyUI's PromptExecutor; (executor, ui outputs, seconds)."""
+def run_workflow(path, out_dir, server=None):
+    """Validate and execute a workflow with ComfyUI's PromptExecutor, queued by `server`'s client_id and its
+    messages sent there (default: no client, messages dropped); (prompt, ui outputs, seconds)."""
     nodes, _ = comfy()
     if "RandomNoise" not in nodes.NODE_CLASS_MAPPINGS:
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
@@ -136,12 +137,12 @@ def run_workflow(path, out_dir):
     assert ok, (error, node_errors)
     import torch
 
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0})
+    executor = execution.PromptExecutor(server or _Server(), cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core of two: the timing holds on a shared CI runner too
     try:
         start = time.perf_counter()
-        executor.execute(prompt, "samplerlab-run", {}, outputs)
+        executor.execute(prompt, "samplerlab-run", {} if server is None else {"client_id": server.client_id}, outputs)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)

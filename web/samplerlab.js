@@ -2,7 +2,9 @@
 // widget changes: the schedule nodes and Calibrated schedule (sigma against step), Plot sigmas (its input's
 // sigmas) and both pulse nodes (guidance weight over the schedule). The numbers come from the pack's route
 // POST /samplerlab/plot (nodes/routes.py: the Python registries, never a JavaScript copy of the formulas), for
-// ComfyUI's default SD1/SDXL sampling until a run reports the model's own range, which is then marked.
+// ComfyUI's default SD1/SDXL sampling until a run reports the model's own range, which is then marked. A pulse
+// with centre auto is told the sigma_c its run detected (the server's "samplerlab.sigma_c" message, sent by
+// nodes/guidance.py), drawn centred there and marked until the next run tells another.
 // Compare samplers gets an image comparer (slider or side by side, any two of the reference and the contenders,
 // calls / time / error under each) and Convergence sweep an error-vs-calls plot (hover a point, click the legend);
 // their view state is a widget value, saved with the workflow and never sent to the server.
@@ -11,9 +13,11 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { drawChart, layout, legendAt, nearestPoint, pulseChart, scheduleChart, clip } from "./lib/plot.js";
+import { nodeByExecutionId } from "./lib/graph.js";
 import { buttonAt, comparerLayout, parseState, press, splitAt, statsText, sweepChart, slope } from "./lib/compare.js";
 
 const ROUTE = "/samplerlab/plot";
+const SIGMA_C_EVENT = "samplerlab.sigma_c";
 const PLOT_HEIGHT = 170;
 const COMPARER_HEIGHT = 320;
 const SWEEP_HEIGHT = 260;
@@ -60,8 +64,12 @@ const REQUESTS = {
       denoise: v.denoise, params, model };
   },
   calibrated: (node, v, model) => ({ kind: "schedule", name: "karras", steps: v.steps, denoise: 1, params: {}, model }),
-  pulse: (node, v, model) => ({ kind: "pulse", fields: Object.fromEntries(PULSE_FIELDS.map((k) => [k, v[k]])),
-    peak: "cfg" in v ? v.cfg : null, model }),
+  pulse: (node, v, model) => {
+    const fields = Object.fromEntries(PULSE_FIELDS.map((k) => [k, v[k]]));
+    // centre auto after a run: drawn at the sigma_c that run detected (its percent of the schedule)
+    if (autoCentre(v) && node.slPlot?.detected) Object.assign(fields, { center: "percent", center_percent: node.slPlot.detected.sigma_c.percent });
+    return { kind: "pulse", fields, peak: "cfg" in v ? v.cfg : null, model };
+  },
 };
 
 function kindOf(name) {
@@ -77,14 +85,19 @@ function modelNote(model) {
   return `${model.space === "flow" ? "flow" : "VE"} model of the last run`;
 }
 
+const autoCentre = (v) => v.shape !== "interval" && v.center === "auto";
+
 /** The chart of a route answer or of a run's output. */
 function chartOf(kind, data, node, fromRun) {
   if (data.error) return { series: [], message: data.error, error: true, caption: "cannot plot these values" };
   const v = widgetValues(node);
   if (kind === "pulse") {
     const center = v.shape !== "interval" && v.center === "percent" ? { percent: v.center_percent, label: "centre" } : undefined;
-    const caption = data.percent?.length ? `${data.caption} · ${modelNote(data.model)}` : modelNote(data.model);
-    const chart = pulseChart(data, { caption, center });
+    const detected = node.slPlot?.detected?.sigma_c;
+    // centred at the last run's sigma_c: drawn for that run's model, which the caption need not say
+    const note = detected && autoCentre(v) ? ", at last run's σc" : ` · ${modelNote(data.model)}`;
+    const caption = data.percent?.length ? `${data.caption}${note}` : modelNote(data.model);
+    const chart = pulseChart(data, { caption, center, detected });
     if (!("cfg" in v) && data.weight?.length) chart.marks.push({ y: Math.max(...data.weight), label: "peak = the KSampler's cfg", color: "#9cf" });
     return chart;
   }
@@ -125,7 +138,7 @@ function refresh(node, kind) {
 }
 
 function plotView(node, kind) {
-  node.slPlot = { chart: { series: [], message: "drawing…" }, key: null, model: null, sigmas: null };
+  node.slPlot = { chart: { series: [], message: "drawing…" }, key: null, model: null, sigmas: null, detected: null };
   return {
     draw(ctx, box) {
       const state = node.slPlot;
@@ -171,18 +184,42 @@ function setupPlot(nodeType, kind, name) {
   const onExecuted = nodeType.prototype.onExecuted;
   nodeType.prototype.onExecuted = function (message) {
     onExecuted?.apply(this, arguments);
-    const state = this.slPlot;
-    if (!state) return;
-    const model = message?.sl_model?.[0] ?? message?.sl_pulse?.[0]?.model;
-    if (model) state.model = model;
-    if (message?.sl_sigmas) {
-      state.sigmas = message.sl_sigmas;
-      if (kind !== "plot_sigmas") state.chart = chartOf(kind, { sigmas: message.sl_sigmas, model: state.model }, this, true);
-    } else if (message?.sl_pulse?.[0]) state.chart = chartOf(kind, { ...message.sl_pulse[0], model: state.model }, this, true);
-    // later widget changes are drawn for this model (the route gets its view); the run's own plot stays until then
-    if (REQUESTS[kind]) state.key = JSON.stringify(REQUESTS[kind](this, widgetValues(this), state.model ?? null));
-    this.setDirtyCanvas?.(true, true);
+    showRun(this, kind, message);
   };
+}
+
+const sameModel = (a, b) => a?.space === b?.space && a?.sigma_min === b?.sigma_min && a?.sigma_max === b?.sigma_max;
+
+/** A run's output on a plot node: the node's own (onExecuted) or, for a pulse, what its run detected
+ *  ({sl_pulse: [the "samplerlab.sigma_c" message]}: the pulse centred at sigma_c, and sigma_c). A detection stands,
+ *  drawn and marked, until the next one, or until the node reports a fixed centre or another model. */
+function showRun(node, kind, message) {
+  const state = node.slPlot;
+  if (!state) return;
+  let pulse = message?.sl_pulse?.[0];
+  if (pulse?.sigma_c) state.detected = pulse;
+  else if (pulse && state.detected) {
+    if (pulse.percent?.length || !sameModel(pulse.model, state.detected.model)) state.detected = null;
+    else pulse = state.detected; // centre auto on the same model: the last detection is the news until the next
+  }
+  const model = message?.sl_model?.[0] ?? pulse?.model;
+  if (model) state.model = model;
+  if (message?.sl_sigmas) {
+    state.sigmas = message.sl_sigmas;
+    if (kind !== "plot_sigmas") state.chart = chartOf(kind, { sigmas: message.sl_sigmas, model: state.model }, node, true);
+  } else if (pulse) state.chart = chartOf(kind, { ...pulse, model: state.model }, node, true);
+  // later widget changes are drawn for this model (the route gets its view); the run's own plot stays until then
+  if (REQUESTS[kind]) state.key = JSON.stringify(REQUESTS[kind](node, widgetValues(node), state.model ?? null));
+  node.setDirtyCanvas?.(true, true);
+}
+
+/** The server's word that a pulse's run detected sigma_c: to that node's plot (nothing without the API). */
+function listenForSigmaC() {
+  if (typeof api?.addEventListener !== "function") return;
+  api.addEventListener(SIGMA_C_EVENT, ({ detail }) => {
+    const node = nodeByExecutionId(app.rootGraph ?? app.graph, detail?.node);
+    if (node?.slPlot && kindOf(node.slType ?? "") === "pulse") showRun(node, "pulse", { sl_pulse: [detail] });
+  });
 }
 
 // ---- Compare samplers: image comparer -----------------------------------------------------------------------
@@ -362,6 +399,7 @@ function setupSweep(nodeType) {
 
 app.registerExtension({
   name: "samplerlab.plots",
+  setup: listenForSigmaC,
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData?.name ?? "";
     const kind = kindOf(name);

@@ -186,9 +186,18 @@ function drawMark(ctx, { inner, sx, sy }, m) {
   ctx.restore();
   if (!m.label) return;
   ctx.fillStyle = color;
-  ctx.textAlign = vertical && p > inner.x + inner.w / 2 ? "right" : "left";
-  if (vertical) ctx.fillText(m.label, p + (ctx.textAlign === "left" ? 3 : -3), inner.y + inner.h - 4);
-  else ctx.fillText(m.label, inner.x + 3, p - 3);
+  ctx.textAlign = "left";
+  if (!vertical) {
+    ctx.fillText(clip(ctx, m.label, inner.w - 6), inner.x + 3, p - 3);
+    return;
+  }
+  // beside the line, on the side away from the nearer edge unless the label fits only on the other; clipped to its side
+  const right = inner.x + inner.w - p - 3, left = p - inner.x - 3;
+  const width = ctx.measureText?.(m.label)?.width ?? m.label.length * 6;
+  const onRight = p > inner.x + inner.w / 2 ? width > left && right > left : width <= right || right >= left;
+  const text = clip(ctx, m.label, onRight ? right : left);
+  const x = onRight ? p + 3 : p - 3 - (ctx.measureText?.(text)?.width ?? text.length * 6);
+  ctx.fillText(text, x, inner.y + inner.h - 4);
 }
 
 /** Legend rows (one per series) at the top right of the plotting area; hit-tested by legendAt. */
@@ -277,15 +286,23 @@ export function scheduleChart(sigmas, { caption, model, message, error } = {}) {
   };
 }
 
-/** A guidance pulse as a chart: weight against percent of the schedule, its centre marked when known. */
-export function pulseChart(pulse, { caption, message, error, center } = {}) {
+/** The mark of a run's detected sigma_c {host, percent} on a pulse chart: a vertical line at its percent of the
+ *  schedule, labelled with its host level. */
+export function sigmaCMark(found) {
+  return { x: 100 * found.percent, label: `σc ${formatTick(found.host)} (last run)`, color: "#f6c" };
+}
+
+/** A guidance pulse as a chart: weight against percent of the schedule, its centre marked when known and the
+ *  sigma_c a run detected (`detected`, {host, percent}) marked until the next run tells another. */
+export function pulseChart(pulse, { caption, message, error, center, detected } = {}) {
   const xs = (pulse.percent ?? []).map((p) => 100 * p), ys = pulse.weight ?? [];
   const d = extent([ys]);
   return {
     series: xs.length ? [{ xs, ys, label: "weight", points: false }] : [],
     x: { label: "% of the schedule", domain: [0, 100] },
     y: { domain: d ? [Math.min(0, d[0]), d[1] + 0.1 * (d[1] - Math.min(0, d[0]) || 1)] : undefined },
-    marks: center === undefined ? [] : [{ x: 100 * center.percent, label: center.label, color: "#fc6" }],
+    marks: [...(center === undefined ? [] : [{ x: 100 * center.percent, label: center.label, color: "#fc6" }]),
+      ...(detected ? [sigmaCMark(detected)] : [])],
     caption: caption ?? pulse.caption, message: message ?? (xs.length ? undefined : pulse.caption), error,
   };
 }

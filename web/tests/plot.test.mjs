@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { clip, drawChart, extent, formatTick, innerBox, integerTicks, layout, legendAt, logTicks, nearestPoint, niceTicks,
-  pulseChart, scale, scheduleChart, wrapText } from "../lib/plot.js";
+  pulseChart, scale, scheduleChart, sigmaCMark, wrapText } from "../lib/plot.js";
 import { fakeContext } from "./fake_ctx.mjs";
 
 const BOX = { x: 10, y: 20, w: 300, h: 160 };
@@ -128,4 +128,27 @@ test("clip and wrapText keep text within a width", () => {
   assert.ok(c.endsWith("…") && c.length * 6 <= 60);
   const lines = wrapText(ctx, "one two three four five six", 0, 0, 50, 12);
   assert.ok(lines.length > 1 && lines.every((l) => l.length * 6 <= 50 || !l.includes(" ")));
+});
+
+test("a pulse chart marks the sigma_c a run detected: a labelled vertical line at its percent, inside the box", () => {
+  const percent = Array.from({ length: 65 }, (_, i) => (i + 0.5) / 65);
+  const weight = percent.map((p) => 1 + 6 * Math.exp(-(((p - 0.331) / 0.1) ** 2)));
+  const detected = { host: 2.94, ve: 2.94, percent: 0.331, samples: [2.94, 2.94] };
+  for (const box of [BOX, { x: 0, y: 0, w: 160, h: 100 }]) {
+    const chart = pulseChart({ percent, weight, caption: "guidance 1 .. cfg" }, { detected });
+    assert.deepEqual(chart.marks, [sigmaCMark(detected)]);
+    const ctx = fakeContext();
+    const L = drawChart(ctx, box, chart);
+    const x = L.sx(33.1);
+    const i = ctx.calls.findIndex((c) => c[0] === "moveTo" && Math.abs(c[1] - x) < 1e-9 && c[2] === L.inner.y);
+    assert.ok(i >= 0, "no vertical line at sigma_c");
+    assert.deepEqual(ctx.calls[i + 1], ["lineTo", x, L.inner.y + L.inner.h]);
+    const label = ctx.calls.find((c) => c[0] === "fillText" && String(c[1]).startsWith("σc 2.94"));
+    assert.ok(label, "no sigma_c label");
+    assert.ok(label[2] >= box.x && label[2] + ctx.measureText(label[1]).width <= box.x + box.w + 1, "label outside the box");
+  }
+  // with a centre of its own as well (center = percent after an auto run): both marked
+  const both = pulseChart({ percent, weight }, { detected, center: { percent: 0.6, label: "centre" } });
+  assert.deepEqual(both.marks.map((m) => m.x), [60, 33.1]);
+  assert.equal(pulseChart({ percent, weight }).marks.length, 0);  // nothing detected, nothing marked
 });
