@@ -17,8 +17,12 @@ ones. Here every polynomial is in the step index u, the variable in which the sc
   of the last q indices and T the polynomial through the levels t at those indices and i + 1: variable-step
   Adams-Bashforth of order q in u, for any step sizes;
 - after each call at a new level, the step to it is redone with its velocity as one more node (no extra
-  call; the Adams-Moulton corrector, as UniPC, arXiv 2302.04867, in PEC mode: the velocity stays the one
-  evaluated at the predicted state): order q + 1 in the bulk. The velocity of the first call after the start
+  call; the Adams-Moulton corrector, as UniPC, arXiv 2302.04867, in PEC mode: the history keeps the velocity
+  evaluated at the predicted state): order q + 1 in the bulk. The corrector equation is solved for the
+  velocity's linear part z/t (one Newton step with the Jacobian I/t, D frozen; `correct`): where the
+  posterior has collapsed (D nearly constant, a memorising model at small sigma) v = (z - D)/t is stiff with
+  rate 1/t, and the explicit corrector multiplied the predictor's error by w_i/t_i (2-40 on the last steps of
+  a VE Karras or exponential grid, 105x the best baseline's error on memorise16); solved, it damps it. The velocity of the first call after the start
   is evaluated at an Euler prediction (error O(h^2)), so the start has local error O(h^3) and the global order
   is min(q + 1, 3) for any one-call-per-step start: q = 2 (the default) is of order 3 at every step count;
   q = 3 measures a higher slope on 24-64 steps (pre-asymptotic) and tends to 3.
@@ -83,6 +87,24 @@ def advance(z, history, levels, i: int):
     return out
 
 
+def correct(z, history, new, d, t, i: int):
+    """The Adams-Moulton step from index i - 1 to i through history [(index, v), ...] and the new node (i, v_i),
+    with v_i's linear part taken at the corrected state: z_c = R + w_i (z_c - d)/t_i, so
+    z_c = (R - w_i d / t_i) / (1 - w_i / t_i), R = z + sum_{k<i} w_k v_k.
+
+    The corrector equation is implicit in v_i = (z_c - D(z_c))/t_i; this is one Newton step for it from the
+    predicted state with the Jacobian of v's explicit part, I/t_i (D frozen at the predicted state). Its
+    local error differs from the exact corrector's by w_i (D(z_c) - D(z_p))/t_i = O(h^{q+2}), so the order is
+    kept; the stiff part z/t is damped as by an implicit method (1 - w_i/t_i > 1, since w_i has the sign of
+    t_i - t_{i-1} < 0) instead of amplified by |w_i|/t_i, which reaches 2-40 on a step that shrinks t 5-40x."""
+    nodes = history + [new]
+    w = weights([k for k, _ in nodes], {k: t[k] for k, _ in nodes}, i - 1)
+    out = z.clone()
+    for wk, (_, vk) in zip(w, history):
+        out.add_(vk, alpha=wk)
+    return out.add_(d, alpha=-w[-1] / t[i]).div_(1.0 - w[-1] / t[i])
+
+
 @register("adams", order=3, nfe_per_step=1, params={
     "order": Param(2, 1, 3, 1, "Order of the predictor (past velocities it extrapolates); the corrector adds one: "
                                "1 -> 2, 2 -> 3; the start caps the order at 3 (3 is sharper at 5-10 calls on some problems)."),
@@ -102,8 +124,7 @@ def sample_adams(model, x, sigmas, extra_args=None, callback=None, disable=None,
         z = x * scale
         v = (z - d) / t[i]
         if prev is not None:
-            nodes = history + [(i, v)]
-            z = advance(prev, nodes, {k: t[k] for k, _ in nodes}, i - 1)
+            z = correct(prev, history, (i, v), d, t, i)
             x = z / scale
         run.report(i, x, d)
         history = (history + [(i, v)])[-order:]
