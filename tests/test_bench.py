@@ -9,7 +9,7 @@ import torch
 from samplerlab.lab import bench, problems, report
 from samplerlab.lab.runner import registry_contenders, run_grid
 from samplerlab.samplers import REGISTRY
-from samplerlab.samplers.adams import weights
+from samplerlab.samplers.adams import monotone, weights
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
 
 
@@ -96,3 +96,21 @@ def test_adams_is_ab2_on_levels_uniform_in_t():
     levels = {k: 0.9 + h * k for k in range(4)}
     w = weights([1, 2], levels, 2)
     assert np.allclose(w, [-h / 2, 3 * h / 2], atol=1e-14)
+
+
+def test_adams_corrector_levels_are_monotone_on_the_step():
+    """On a 5-step VE exponential grid from 80 the polynomial through the last three levels t dips below 0 inside
+    the last corrector step (0.0275 -> 0.002), where it made the solved corrector's divisor 1 - w_i/t_i negative;
+    `monotone` drops the far level there, keeps all three on a smooth grid, and every divisor is above 1."""
+    s = SCHEDULERS["exponential"].fn(5, 0.002, 80.0).tolist()
+    t = [v / (1 + v) for v in s]
+    divisors = []
+    for i in range(1, 5):
+        levels = {k: t[k] for k in range(max(0, i - 2), i + 1)}
+        w = weights(sorted(levels), monotone(levels, i - 1), i - 1)
+        divisors.append(1 - w[-1] / t[i])
+        if i == 4:
+            assert len(monotone(levels, i - 1)) == 2 and 1 - weights(sorted(levels), levels, i - 1)[-1] / t[i] < 0
+    assert min(divisors) > 1
+    smooth = {k: 0.9 - 0.1 * k + 0.01 * k * k for k in range(3)}
+    assert monotone(smooth, 1) == smooth
