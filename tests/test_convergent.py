@@ -16,9 +16,6 @@ from samplerlab.schedulers import REGISTRY as SCHEDULERS
 P = problems.Gaussian(shape=(16,), lam_min=0.1, lam_max=2.0)
 
 
-def trapezoid(y, x):
-    """The trapezoid rule (np.trapezoid is numpy >= 2 only, np.trapz < 2.4 only)."""
-    return float(((y[1:] + y[:-1]) * np.diff(x)).sum() / 2)
 X = P.draw(range(2), "ve", 10.0)[0]
 
 
