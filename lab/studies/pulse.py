@@ -16,10 +16,12 @@ interpolation). For comparison: the same crossing of the classifier on the x0 pr
 trajectories (zero extra calls), and the pack's online JVP detector (samplers/critical.py).
 
 Every setting is sampled on the same evaluation seeds (disjoint from the calibration seeds), 100 per class; class
-accuracy (Wilson), Frechet distance to the held-out digits (digit_metrics.frechet) and the within-class feature
-variance relative to the held-out digits' (mean over classes of tr Cov, bootstrap). Families are compared at matched
-accuracy (the accuracy of constant CFG at a scale, interpolated along each family's curve) with a paired bootstrap
-over the seeds and the held-out digits.
+accuracy (Wilson), Frechet distance to the held-out digits (digit_metrics.distance) and the within-class feature
+variance relative to the held-out digits' (mean over classes of tr Cov), with the bias-shifted bootstrap of
+digit_metrics.frechet. Two regimes: base 1 (the node's default, no guidance outside the pulse), compared at the
+accuracy constant CFG reaches at given scales, and base 0 (the unconditional model outside the pulse, so the pulse
+alone carries the class), compared at fixed accuracies; values are interpolated along each family's curve and
+compared with a paired bootstrap over the seeds and the held-out digits.
 """
 import math
 import time
@@ -115,16 +117,12 @@ class PerSampleCFG:
         return combine(d_c, d_u, w)
 
 
-def start(seeds):
-    return digits_lab.start(seeds)
-
-
 def sample(schedule, labels, seeds, centres=None):
     """(x0 [B, 1, 16, 16], model calls per sample [B]) of classes `labels` from the seeds' noise under `schedule`."""
     cond, uncond = denoisers(labels)
     model = PerSampleCFG(cond, uncond, schedule, centres)
     with torch.no_grad():
-        x0 = SAMPLERS[SAMPLER].fn(model, start(seeds), sigmas(), disable=True)
+        x0 = SAMPLERS[SAMPLER].fn(model, digits_lab.start(seeds), sigmas(), disable=True)
     return x0, model.calls + torch.zeros(len(labels), dtype=torch.int64)
 
 
@@ -154,7 +152,7 @@ def commitment(seeds, levels):
     _, uncond = denoisers(labels)
     preds = []
     with torch.no_grad():
-        x0 = SAMPLERS[SAMPLER].fn(uncond, start(seeds), sigmas(), disable=True,
+        x0 = SAMPLERS[SAMPLER].fn(uncond, digits_lab.start(seeds), sigmas(), disable=True,
                                   callback=lambda info: preds.append((float(info["sigma"]), classify(info["denoised"]))))
     final = classify(x0)
     shares = torch.bincount(final, minlength=digits.CLASSES).double() / len(seeds)
@@ -172,7 +170,7 @@ def commitment(seeds, levels):
     along = sorted(preds)
     pred_levels = [s for s, _ in along if s > 0]
     pred_keep = [float((c == final).double().mean()) for s, c in along if s > 0]
-    jvp = estimate_sigma_c(uncond, start(seeds), sigmas(), "ve", probes=4)
+    jvp = estimate_sigma_c(uncond, digits_lab.start(seeds), sigmas(), "ve", probes=4)
     return {"seeds": [seeds[0], seeds[-1]], "levels": list(levels), "p_keep": keep, "p_keep_ci": keep_ci,
             "chance": chance, "target": target, "sigma_c": crossing(list(levels), keep, target),
             "x0_prediction": {"levels": pred_levels, "p_same": pred_keep,
