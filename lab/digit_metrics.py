@@ -46,7 +46,8 @@ class _Given(nn.Module):
         return f
 
 
-def _fid(fa, fb):
+def distance(fa, fb):
+    """The Frechet distance of feature sets fa [N, d] and fb [M, d] (no interval)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=_Given(fa.shape[1]))
@@ -62,8 +63,8 @@ def frechet(fa, fb, boot=200, seed=0):
     and a resample's estimate once more, so the percentile interval of the replicates F*_b is shifted
     by the bootstrap bias estimate mean(F*) - F (Efron & Tibshirani 1993, Sec. 10.2) to lie around F."""
     g = torch.Generator().manual_seed(seed)
-    reps = sorted(_fid(fa[torch.randint(len(fa), (len(fa),), generator=g)],
+    reps = sorted(distance(fa[torch.randint(len(fa), (len(fa),), generator=g)],
                        fb[torch.randint(len(fb), (len(fb),), generator=g)]) for _ in range(boot))
-    value = _fid(fa, fb)
+    value = distance(fa, fb)
     bias = sum(reps) / boot - value
     return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)
