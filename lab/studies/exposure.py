@@ -180,8 +180,8 @@ def mismatch_table(rows):
     """Per sampler and call count: the |eps| ratio (sampler / forward) at the first, middle and last calls and
     its extremes, and the Stein level ratio's."""
     lines = ["| sampler | calls | \\|eps\\| ratio at sigma = 80 | at the middle call (sigma) | last call (sigma) "
-             "| largest \\|ratio - 1\\| (sigma) | Stein sigma_hat ratio, largest \\|ratio - 1\\| (sigma) |",
-             "|---|---|---|---|---|---|---|"]
+             "| largest \\|ratio - 1\\| (sigma) | interval excludes 1 from sigma on | Stein sigma_hat ratio, "
+             "largest \\|ratio - 1\\| (sigma) |", "|---|---|---|---|---|---|---|---|"]
     for key in dict.fromkeys((r["sampler"], r["nfe"]) for r in rows):
         rs = [r for r in rows if (r["sampler"], r["nfe"]) == key]
         mid, last = rs[len(rs) // 2], rs[-1]
@@ -191,9 +191,20 @@ def mismatch_table(rows):
         lines.append(f"| {name} | {len(rs)} | {_ci(rs[0]['eps_ratio'], rs[0]['eps_ratio_ci'], '.3f')} "
                      f"| {_ci(mid['eps_ratio'], mid['eps_ratio_ci'], '.3f')} ({mid['sigma']:.3g}) "
                      f"| {_ci(last['eps_ratio'], last['eps_ratio_ci'], '.3f')} ({last['sigma']:.3g}) "
-                     f"| {_ci(worst['eps_ratio'], worst['eps_ratio_ci'], '.3f')} ({worst['sigma']:.3g}) "
+                     f"| {_ci(worst['eps_ratio'], worst['eps_ratio_ci'], '.3f')} ({worst['sigma']:.3g}) | {onset(rs)} "
                      f"| {_ci(worst_s['stein_ratio'], worst_s['stein_ratio_ci'], '.3f')} ({worst_s['sigma']:.3g}) |")
     return "\n".join(lines)
+
+
+def onset(rows):
+    """The largest level from which on (down to the last call) every call's |eps| ratio interval excludes 1."""
+    level = "-"
+    for r in reversed(rows):
+        lo, hi = r["eps_ratio_ci"]
+        if lo <= 1 <= hi:
+            break
+        level = f"{r['sigma']:.3g}"
+    return level
 
 
 def calibration_table(cal):
@@ -231,14 +242,15 @@ def verdict(rows):
 
 
 def figure(rows, path):
-    """|eps| ratio against sigma: every sampler at its fewest and most calls, and the fine reference solve."""
+    """|eps| ratio against sigma (log-log): every sampler at its fewest and most calls, and the fine reference."""
     keep = {min(r["nfe"] for r in rows if not r.get("reference")), max(r["nfe"] for r in rows if not r.get("reference"))}
-    rows = [r for r in rows if r.get("reference") or r["nfe"] in keep]
-    series = [(f"{s} {n}", [r["sigma"] for r in rows if (r["sampler"], r["nfe"]) == (s, n)],
-               [r["eps_ratio"] for r in rows if (r["sampler"], r["nfe"]) == (s, n)])
-              for s, n in dict.fromkeys((r["sampler"], r["nfe"]) for r in rows)]
+    keys = dict.fromkeys((r["sampler"], r["nfe"], bool(r.get("reference"))) for r in rows if r.get("reference") or r["nfe"] in keep)
+    series = []
+    for s, n, ref in keys:
+        rs = [r for r in rows if (r["sampler"], r["nfe"], bool(r.get("reference"))) == (s, n, ref)]
+        series.append((f"{s} {n}" + (" fine" if ref else ""), [r["sigma"] for r in rs], [r["eps_ratio"] for r in rs]))
     charts.line_chart(series, "|eps| on the sampler's states / on the forward process", "sigma",
-                      "ratio", xlog=True).save(path)
+                      "ratio", xlog=True, ylog=True).save(path)
 
 
 def cmd(args):
@@ -267,24 +279,30 @@ def cmd(args):
                 rows += evaluate(sampler, nfe, cfg, args.per_class, lam, args.boot)
                 print(results_table(rows[-3:]).split("\n", 2)[2], f"({time.perf_counter() - t0:.0f} s)", flush=True)
     record.update(mismatch=mis, calibration=[dict(c, frechet={str(k): v for k, v in c["frechet"].items()}) for c in cal],
-                  rows=rows, verdict=verdict(rows))
-    v = verdict(rows)
-    parts = []
-    for cfg in dict.fromkeys(args.cfg + args.mismatch_cfg):
-        figure([r for r in mis if r["cfg"] == cfg], out / f"mismatch_cfg{cfg:g}.png")
-        parts += [f"Mismatch at cfg {cfg:g} (|eps| = |x - D| / (sigma sqrt N) on the sampler's states / on the forward "
-                  f"process; 1 = the network sees what it saw in training; {args.trajectory} trajectories, all "
-                  f"{len(digits.load('heldout')[1])} held-out digits for the forward process; figure "
-                  f"mismatch_cfg{cfg:g}.png):", mismatch_table([r for r in mis if r["cfg"] == cfg])]
-    table = "\n\n".join(parts + [
-        f"Epsilon scaling lambda chosen on calibration seeds {record['cal_seeds'][0]}-{record['cal_seeds'][1] - 1} "
-        "(Frechet distance to the training split; lambda 1 = off):", calibration_table(cal),
-        f"Evaluation seeds {record['eval_seeds'][0]}-{record['eval_seeds'][1] - 1} against the held-out split:",
-        results_table(rows),
-        "Frechet ratio interval below 1 / above 1 / containing 1: " + "; ".join(
-            f"{k} {c['better']} / {c['worse']} / {c['unresolved']}" for k, c in v.items())])
+                  rows=rows, verdict=verdict(rows), mismatch_cfg=args.mismatch_cfg, trajectory=args.trajectory)
+    table = report(record, out)
     print(table)
     print(output.write(out, "exposure", record, table, time.perf_counter() - t0))
+
+
+def report(record, out):
+    """The markdown tables of a study record (as written to exposure.json), and its figures under `out`."""
+    parts = []
+    for cfg in dict.fromkeys(record["cfg"] + record["mismatch_cfg"]):
+        mis = [r for r in record["mismatch"] if r["cfg"] == cfg]
+        figure(mis, out / f"mismatch_cfg{cfg:g}.png")
+        parts += [f"Mismatch at cfg {cfg:g} (|eps| = |x - D| / (sigma sqrt N) on the sampler's states / on the forward "
+                  f"process; 1 = the network sees what it saw in training; {record['trajectory']} trajectories, all "
+                  f"{len(digits.load('heldout')[1])} held-out digits for the forward process; figure "
+                  f"mismatch_cfg{cfg:g}.png):", mismatch_table(mis)]
+    cal = [dict(c, frechet={float(k): v for k, v in c["frechet"].items()}) for c in record["calibration"]]
+    seeds, ev = record["cal_seeds"], record["eval_seeds"]
+    return "\n\n".join(parts + [
+        f"Epsilon scaling lambda chosen on calibration seeds {seeds[0]}-{seeds[1] - 1} "
+        "(Frechet distance to the training split; lambda 1 = off):", calibration_table(cal),
+        f"Evaluation seeds {ev[0]}-{ev[1] - 1} against the held-out split:", results_table(record["rows"]),
+        "Frechet ratio interval below 1 / above 1 / containing 1: " + "; ".join(
+            f"{k} {c['better']} / {c['worse']} / {c['unresolved']}" for k, c in record["verdict"].items())])
 
 
 def add_study(sub):
