@@ -12,11 +12,15 @@ from torch import nn
 from . import classifier
 
 
+def correct(x, labels, path=classifier.WEIGHTS):
+    """Per image of x [N, 1, 16, 16]: whether the classifier assigns it its label (labels [N]); bool [N]."""
+    with torch.no_grad():
+        return classifier.network(path)(x.float()).argmax(1) == torch.as_tensor(labels)
+
+
 def accuracy(x, labels, path=classifier.WEIGHTS):
     """(fraction of images x [N, 1, 16, 16] classified as labels [N], Wilson 95% interval (lo, hi))."""
-    net = classifier.network(path)
-    with torch.no_grad():
-        k = int((net(x.float()).argmax(1) == torch.as_tensor(labels)).sum())
+    k = int(correct(x, labels, path).sum())
     return k / len(x), wilson(k, len(x))
 
 
@@ -47,7 +51,7 @@ class _Given(nn.Module):
 
 
 def distance(fa, fb):
-    """The Frechet distance of feature sets fa [N, d] and fb [M, d] (no interval)."""
+    """The Frechet distance of feature sets fa [N, d] and fb [M, d] (torchmetrics), no interval."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=_Given(fa.shape[1]))
@@ -66,5 +70,25 @@ def frechet(fa, fb, boot=200, seed=0):
     reps = sorted(distance(fa[torch.randint(len(fa), (len(fa),), generator=g)],
                        fb[torch.randint(len(fb), (len(fb),), generator=g)]) for _ in range(boot))
     value = distance(fa, fb)
+    bias = sum(reps) / boot - value
+    return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)
+
+
+def frechet_ratio(fa, fb, ref, boot=200, seed=0):
+    """(F(fa, ref) / F(fb, ref), paired bootstrap 95% interval (lo, hi)) for feature sets fa, fb [N, d] whose
+    rows are paired (sample k of both from the same seed) and a reference set ref [M, d].
+
+    Each of `boot` seeded replicates draws one index set for fa and fb together and one for ref, so the
+    seeds' shared variation cancels in the ratio; the percentile interval is shifted by the bootstrap
+    bias mean(R*) - R as in `frechet`."""
+    if fa.shape != fb.shape:
+        raise ValueError(f"fa and fb must be paired feature sets of one shape, got {list(fa.shape)} and {list(fb.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    reps = []
+    for _ in range(boot):
+        i, j = torch.randint(len(fa), (len(fa),), generator=g), torch.randint(len(ref), (len(ref),), generator=g)
+        reps.append(distance(fa[i], ref[j]) / distance(fb[i], ref[j]))
+    reps.sort()
+    value = distance(fa, ref) / distance(fb, ref)
     bias = sum(reps) / boot - value
     return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)

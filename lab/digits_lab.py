@@ -10,6 +10,7 @@ import torch
 
 from ..samplers import REGISTRY as SAMPLERS
 from ..samplers.space import resolve
+from ..samplers.tracking import with_noise_tracking
 from ..schedulers import REGISTRY as SCHEDULERS
 from . import digit_metrics, digits, images, trained
 from .runner import rms_error, schedule_range
@@ -25,14 +26,18 @@ def start(seeds, space="ve"):
     return n * schedule_range(trained.Digits, space)[1]
 
 
-def sample(labels, seeds, sampler="heun", steps=50, cfg=trained.DEFAULT_CFG, schedule="karras", space="ve"):
-    """Samples [B, 1, 16, 16] of classes `labels` from start(seeds) with a registered sampler and schedule."""
+def sample(labels, seeds, sampler="heun", steps=50, cfg=trained.DEFAULT_CFG, schedule="karras", space="ve",
+           tracking=None, wrap=None):
+    """Samples [B, 1, 16, 16] of classes `labels` from start(seeds) with a registered sampler and schedule;
+    `tracking` (options of samplers/tracking.py, e.g. {"track": "stein"}) wraps the sampler in noise-level
+    tracking, `wrap` (model -> model) the network (to count or record its calls)."""
     space = resolve(space)
     s_min, s_max = schedule_range(trained.Digits, space)
     sigmas = SCHEDULERS[schedule].fn(steps, s_min, s_max, space=space).float()
     extra = {"cond": torch.as_tensor(labels), "cfg": cfg}
-    return SAMPLERS[sampler].fn(trained.model(space), start(seeds, space), sigmas, extra_args=extra,
-                                disable=True, space=space)
+    fn = SAMPLERS[sampler].fn if tracking is None else with_noise_tracking(SAMPLERS[sampler].fn, space, **tracking)
+    net = trained.model(space) if wrap is None else wrap(trained.model(space))
+    return fn(net, start(seeds, space), sigmas, extra_args=extra, disable=True, space=space)
 
 
 def convergence(seeds=range(4), steps=(128, 256), cfg=trained.DEFAULT_CFG):

@@ -140,3 +140,16 @@ def x0_speed(x0s, levels, space="ve"):
         speed = x0_speed_between(x0s[i][None], x0s[i - 1][None], lam[i], lam[i - 1])
         out.append(None if speed is None else float(speed[0]))
     return out
+
+
+def ratio_boot(a, b, boot=1000, seed=0, level=0.95):
+    """mean(a) / mean(b) of per-sample values paired row by row (same seeds) and its paired bootstrap
+    percentile interval: each of `boot` seeded replicates resamples the rows of both together."""
+    a, b = torch.as_tensor(a, dtype=F64).flatten(), torch.as_tensor(b, dtype=F64).flatten()
+    same_shape(a, b, "a")
+    if float(b.sum()) == 0:
+        raise ValueError("b must not average to 0 (the ratio's denominator)")
+    idx = torch.randint(len(a), (boot, len(a)), generator=torch.Generator().manual_seed(seed))
+    reps = (a[idx].mean(1) / b[idx].mean(1)).sort().values
+    lo, hi = (1 - level) / 2, (1 + level) / 2
+    return float(a.mean() / b.mean()), (float(reps[int(lo * (boot - 1))]), float(reps[math.ceil(hi * (boot - 1))]))
