@@ -38,12 +38,17 @@ def mmd(x, y, scales=(0.25, 1.0, 4.0)):
     return math.sqrt(max(float(off(k[:m, :m]) + off(k[m:, m:]) - 2 * k[:m, m:].mean()), 0.0))
 
 
+def share_error(assign, weights):
+    """Total variation between the fraction of samples assigned to each mode (assign [B] int) and its weight."""
+    share = torch.bincount(assign, minlength=len(weights)).to(F64) / len(assign)
+    return 0.5 * float((share - weights).abs().sum())
+
+
 def mode_weight_error(problem: Mixture, x):
     """Total variation between the fraction of samples nearest each component and its weight pi_k."""
     n = len(x)
     w, _ = problem.posterior(x.to(F64), torch.ones(n, dtype=F64), torch.zeros(n, dtype=F64))
-    share = torch.bincount(w.argmax(1), minlength=len(problem.logpi)).to(F64) / n
-    return 0.5 * float((share - problem.logpi.exp()).abs().sum())
+    return share_error(w.argmax(1), problem.logpi.exp())
 
 
 def metrics(problem, x, data):
@@ -78,8 +83,9 @@ def starts(problem, seeds, s_T, kappa):
     return x0 + kappa.reshape(-1, *[1] * (x0.ndim - 1)) * s_T * n
 
 
-def run(problem, model, solver, D, nfe, seeds, track=None):
-    """One batch from the Poisson sampler on the prior's own start (the noise-node route): samples, calls."""
+def run(problem, model, solver, D, nfe, seeds, track=None, trained="diffusion"):
+    """One batch from the Poisson sampler on the prior's own start (the noise-node route): samples, calls.
+    trained: the sampler's option (diffusion: model queried at kappa sigma; at_D: at sigma)."""
     spec = SAMPLERS[solver]
     steps = max(1, nfe // (spec.nfe_per_step or 1))
     sigma_min, sigma_max = schedule_range(problem, "ve")
@@ -88,7 +94,7 @@ def run(problem, model, solver, D, nfe, seeds, track=None):
     counted = CountingModel(model)
     opts = {"track": "off"} if track is None else track
     out = SAMPLERS["poisson_flow"].fn(counted, x, sigmas, extra_args={"seed": seeds[0]}, disable=True,
-                                      D=D, solver=solver, noise="poisson", **opts)
+                                      D=D, solver=solver, noise="poisson", trained=trained, **opts)
     return out, counted.calls
 
 
