@@ -68,7 +68,7 @@ class PoissonD(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id="SamplerLabPoissonD",
-            display_name="Poisson D (PFGM++ checkpoint)",
+            display_name="Poisson D (PFGM++)",
             category=f"{CATEGORY}/model_patches",
             description="For a checkpoint trained as PFGM++ at D (arXiv 2302.04265): the patched model carries D, "
                         "and sl_poisson_flow (KSampler, or the Sampler poisson_flow node, whose D it overrides) then "
