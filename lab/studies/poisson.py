@@ -2,10 +2,11 @@
 
 The model "trained at D" on a weighted point set is exact for every D (`problems.PointSet`: the PFGM++
 posterior mean, SCIENCE.md §1), so the PFGM++ sampler can be tested on the models it is made for:
-(a) a D x D' table, models trained at D sampled at D' by the Poisson sampler (samplers/poisson.py) from the
-    heavy-tailed prior at D', both ways it queries the model: `at_D` (at sigma, the PFGM++ ODE: right for a
-    model trained at D' = D) and `diffusion` (at kappa sigma: the pack's route for diffusion-trained models);
-    D' = inf is the diffusion sampler (Gaussian prior, the EDM ODE);
+(a) models trained at D sampled at D' by the Poisson sampler (samplers/poisson.py) from the heavy-tailed prior
+    at D' (D' = inf is the diffusion sampler: Gaussian prior, the EDM ODE): the marginal it carries to
+    sigma = 1 against the model's exact one (`marginal`, PFGM++ Theorem 1), and a D x D' table of where the
+    samples end, both ways the sampler queries the model: `at_D` (at sigma, the PFGM++ ODE: right for a model
+    trained at D' = D) and `diffusion` (at kappa sigma: the pack's route for diffusion-trained models);
 (b) the PFGM++ paper's robustness claims (Xu et al. 2023, arXiv 2302.04265: smaller D more robust to fewer
     steps and to noise in the model output), each model sampled at its own D: error against steps, and
     against the strength of Gaussian noise added to the model output (lab/poisson.py `perturbed`, `noise`).
