@@ -130,10 +130,11 @@ PARAMS = {
     "solver": Param("dpmpp_2m", choices=SolverChoices(), tooltip="deterministic inner solver integrating the flow"),
     "noise": Param("gaussian", choices=("gaussian", "poisson"),
                    tooltip="gaussian: host noise is Gaussian (KSampler), rescaled here per sample; poisson: it came from the Poisson noise node (same seed and D)"),
+    **TRACK_PARAMS,
     "trained": Param("diffusion", choices=("diffusion", "at_D"),
                      tooltip="diffusion: the model was trained as a diffusion/flow model, queried at kappa*sigma; at_D: a PFGM++ checkpoint trained at this D, queried at sigma"),
-    **TRACK_PARAMS,
 }
+"""`trained` comes last: saved workflows list a node's widget values by position."""
 
 
 @register("poisson_flow", order=2, nfe_per_step=1, stochastic=True, params=PARAMS)
