@@ -38,12 +38,17 @@ def mmd(x, y, scales=(0.25, 1.0, 4.0)):
     return math.sqrt(max(float(off(k[:m, :m]) + off(k[m:, m:]) - 2 * k[:m, m:].mean()), 0.0))
 
 
+def share_error(assign, weights):
+    """Total variation between the fraction of samples assigned to each mode (assign [B] int) and its weight."""
+    share = torch.bincount(assign, minlength=len(weights)).to(F64) / len(assign)
+    return 0.5 * float((share - weights).abs().sum())
+
+
 def mode_weight_error(problem: Mixture, x):
     """Total variation between the fraction of samples nearest each component and its weight pi_k."""
     n = len(x)
     w, _ = problem.posterior(x.to(F64), torch.ones(n, dtype=F64), torch.zeros(n, dtype=F64))
-    share = torch.bincount(w.argmax(1), minlength=len(problem.logpi)).to(F64) / n
-    return 0.5 * float((share - problem.logpi.exp()).abs().sum())
+    return share_error(w.argmax(1), problem.logpi.exp())
 
 
 def metrics(problem, x, data):
@@ -71,24 +76,30 @@ def perturbed(model, kind, strength, seed=0):
     return m
 
 
-def starts(problem, seeds, s_T, kappa):
-    """PFGM++ starts x0 + kappa sigma_T n (VE) from the data and noise draws of `problem.draw`."""
+def draws(problem, seeds):
+    """The data and unit-noise draws (x0, n) of `problem.draw` for the seeds."""
     x0 = problem.draw(seeds, "ve", 0.0)[0]
-    n = problem.draw(seeds, "ve", 1.0)[0] - x0
+    return x0, problem.draw(seeds, "ve", 1.0)[0] - x0
+
+
+def starts(problem, seeds, s_T, kappa, base=None):
+    """PFGM++ starts x0 + kappa sigma_T n (VE); base: the seeds' `draws` if already made (else drawn here)."""
+    x0, n = draws(problem, seeds) if base is None else base
     return x0 + kappa.reshape(-1, *[1] * (x0.ndim - 1)) * s_T * n
 
 
-def run(problem, model, solver, D, nfe, seeds, track=None):
-    """One batch from the Poisson sampler on the prior's own start (the noise-node route): samples, calls."""
+def run(problem, model, solver, D, nfe, seeds, track=None, trained="diffusion", base=None):
+    """One batch from the Poisson sampler on the prior's own start (the noise-node route): samples, calls.
+    trained: the sampler's option (diffusion: model queried at kappa sigma; at_D: at sigma); base: `starts`."""
     spec = SAMPLERS[solver]
     steps = max(1, nfe // (spec.nfe_per_step or 1))
     sigma_min, sigma_max = schedule_range(problem, "ve")
     sigmas = SCHEDULERS["karras"].fn(steps, sigma_min, sigma_max)
-    x = starts(problem, seeds, sigma_max, kappas(seeds[0], len(seeds), D))
+    x = starts(problem, seeds, sigma_max, kappas(seeds[0], len(seeds), D), base)
     counted = CountingModel(model)
     opts = {"track": "off"} if track is None else track
     out = SAMPLERS["poisson_flow"].fn(counted, x, sigmas, extra_args={"seed": seeds[0]}, disable=True,
-                                      D=D, solver=solver, noise="poisson", **opts)
+                                      D=D, solver=solver, noise="poisson", trained=trained, **opts)
     return out, counted.calls
 
 

@@ -211,6 +211,60 @@ class Mixture(Problem):
         return self.mu[k] + self.lam[k].sqrt() * torch.randn(self.shape, generator=generator, dtype=F64)
 
 
+class PointSet(Problem):
+    """The exact PFGM++ model "trained at D" on a weighted point set {y_i, pi_i} in N = prod(shape) dims
+    (PFGM++, arXiv 2302.04265; SCIENCE.md §1): the posterior mean under the kernel (|x - y|^2 + r^2)^(-(N+D)/2)
+    with the alignment r = sigma sqrt(D),
+        D(x; sigma) = sum_i w_i y_i,   w_i ∝ pi_i (|x - y_i|^2 + D sigma^2)^(-(N+D)/2)   (VE view),
+    and D = inf its limit, the Gaussian softmax w_i ∝ pi_i exp(-|x - y_i|^2 / (2 sigma^2)) (the empirical
+    denoiser, lab/els.py). A flow state x = alpha x_ve has |x_ve - y|^2 + D s_ve^2 = (|x - alpha y|^2 + D sigma^2)
+    / alpha^2, and the factor alpha^-2 cancels in w, so alpha = 0 gives w = pi. Log-weights in float64 with the
+    squared distance formed directly (no |x|^2 - 2<x, y> + |y|^2 cancellation), normalised by a log-sum-exp.
+    Its data are the points with probabilities pi; its probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma
+    carries the Student-t marginal at every sigma (PFGM++ Theorem 1), so the prior is x = y + kappa sigma n,
+    kappa = sqrt(D / chi2_D) (samplers/poisson.py)."""
+
+    def __init__(self, points, D=math.inf, weights=None, labels=None, name="pointset"):
+        points = torch.as_tensor(points, dtype=F64)
+        if points.ndim < 2 or len(points) < 1:
+            raise ValueError(f"points: a [n, *shape] tensor with n >= 1 expected, got shape {list(points.shape)}")
+        D = float(D)
+        if not D >= 1:
+            raise ValueError(f"D must be >= 1 (or inf), got {D}")
+        w = torch.ones(len(points), dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
+        if w.shape != (len(points),) or not bool((w > 0).all()) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights: {len(points)} positive finite numbers expected")
+        self.points, self.D, self.name = points, D, name
+        self.shape = tuple(points.shape[1:])
+        self.logpi = (w / w.sum()).log()
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+
+    def log_weights(self, x, alpha, sigma):
+        """log w [B, n] (normalised) for x float64 [B, *shape], alpha and sigma [B]."""
+        q = x.flatten(1)
+        y = self.points.flatten(1)
+        a, s = alpha[:, None], sigma[:, None]
+        d2 = ((q * q).sum(1, keepdim=True) - 2 * a * (q @ y.T) + a * a * (y * y).sum(1)).clamp_min(0)
+        if math.isinf(self.D):
+            logits = -d2 / (2 * s * s)
+        else:
+            n = q.shape[1]
+            logits = -0.5 * (n + self.D) * torch.log(d2 + self.D * s * s)
+        return torch.log_softmax(self.logpi + logits, -1)
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        if bool((sigma <= 0).any()):
+            raise ValueError("sigma must be > 0: the point-set denoiser is defined at positive noise levels only")
+        return (self.log_weights(x, alpha, sigma).exp() @ self.points.flatten(1)).reshape(x.shape)
+
+    def sample_data(self, generator, label=None):
+        return self.points[int(torch.multinomial(self.logpi.exp(), 1, generator=generator))]
+
+    def nearest(self, x):
+        """Index [B] of the point nearest each x (float64 distances)."""
+        return torch.cdist(x.flatten(1).to(F64), self.points.flatten(1)).argmin(1)
+
+
 def reference_solve(problem, x_T, s_T, s_end, space="ve", labels=None, steps=4000, sigma_floor=1e-5):
     """The ODE solution by classical RK4 in lambda on the VE view, dy/dlambda = D(y; e^-lambda) - y,
     float64, `steps` uniform steps; a flow start at s = 1 first takes a DDIM step to 1 - 1e-7 (error

@@ -30,13 +30,25 @@ def space_of(model) -> str:
     return "flow" if isinstance(model_sampling_of(model), comfy.model_sampling.CONST) else "ve"
 
 
+PATCH_KEY = "samplerlab_sampler_options"
+"""model_options[PATCH_KEY][sampler name]: options a MODEL patch node fixes for that sampler (e.g. the D a PFGM++
+checkpoint was trained at); they reach the sampler through the run's extra_args["model_options"]."""
+
+
+def patched_options(name, extra_args):
+    """The options the model's patch fixes for sampler `name` ({} when none)."""
+    model_options = (extra_args or {}).get("model_options") or {}
+    return dict(model_options.get(PATCH_KEY, {}).get(name, {}))
+
+
 def host_sampler(spec, **options):
-    """spec.fn as ComfyUI calls it: the parametrisation read from the model, options bound."""
+    """spec.fn as ComfyUI calls it: the parametrisation read from the model, options bound; options the model's
+    patch fixes (`patched_options`) take precedence, since they state how the checkpoint was trained."""
 
     @functools.wraps(spec.fn)
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **given):
         return spec.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                       space=space_of(model), **{**options, **given})
+                       space=space_of(model), **{**options, **given, **patched_options(spec.name, extra_args)})
 
     return sample
 

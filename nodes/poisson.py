@@ -1,7 +1,8 @@
-"""Poisson flow nodes: the PFGM++ prior as a NOISE for SamplerCustomAdvanced, and noise-level tracking as a
+"""Poisson flow nodes: the PFGM++ prior as a NOISE for SamplerCustomAdvanced, the D of a PFGM++-trained checkpoint
+as a MODEL patch (so a plain KSampler with sl_poisson_flow samples it), and noise-level tracking as a
 SAMPLER -> SAMPLER wrapper. (The Poisson-flow SAMPLER node itself is generated from the registry.)
 
-Node ids `SamplerLabPoissonNoise` and `SamplerLabNoiseTracking` are a compatibility promise."""
+Node ids `SamplerLabPoissonNoise`, `SamplerLabPoissonD` and `SamplerLabNoiseTracking` are a compatibility promise."""
 from dataclasses import replace
 
 import comfy.sample
@@ -11,7 +12,7 @@ from comfy_api.latest import io
 from ..samplers.poisson import PARAMS, kappas
 from ..samplers.tracking import TRACK_PARAMS, with_noise_tracking
 from .generated import CATEGORY
-from .host import space_of
+from .host import PATCH_KEY, space_of
 from .widgets import param_input, schema
 
 
@@ -51,6 +52,40 @@ class PoissonNoise(io.ComfyNode):
         return io.NodeOutput(PoissonNoiseSource(noise_seed, D))
 
 
+def trained_at(model, D):
+    """model.clone() stating that the network was trained as PFGM++ at D: sl_poisson_flow on it (KSampler or the
+    sampler node) draws the prior at that D and queries the model at sigma itself (trained = at_D)."""
+    kappas(0, 1, D)
+    m = model.clone()
+    fixed = {k: dict(v) for k, v in m.model_options.get(PATCH_KEY, {}).items()}
+    fixed["poisson_flow"] = {**fixed.get("poisson_flow", {}), "D": float(D), "trained": "at_D"}
+    m.model_options[PATCH_KEY] = fixed
+    return m
+
+
+class PoissonD(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="SamplerLabPoissonD",
+            display_name="Poisson D (PFGM++)",
+            category=f"{CATEGORY}/model_patches",
+            description="For a checkpoint trained as PFGM++ at D (arXiv 2302.04265): the patched model carries D, "
+                        "and sl_poisson_flow (KSampler, or the Sampler poisson_flow node, whose D it overrides) then "
+                        "starts from the heavy-tailed prior at that D and queries the model at sigma, the PFGM++ ODE. "
+                        "Not for models trained as diffusion models: use sl_poisson_flow unpatched.",
+            search_aliases=["pfgm", "pfgm++", "poisson", "augmented dimensions"],
+            inputs=[io.Model.Input("model", tooltip="A model trained as PFGM++ at D."),
+                    param_input("D", replace(PARAMS["D"], tooltip="the D the checkpoint was trained at (PFGM++ "
+                                                                 "augmented dimensions; r = sigma sqrt(D))"))],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, D) -> io.NodeOutput:
+        return io.NodeOutput(trained_at(model, D))
+
+
 def tracked_sampler(sampler, **options):
     """A KSAMPLER running `sampler`'s function with noise-level tracking; the model's parametrisation
     (VE or flow) is read when it runs."""
@@ -85,4 +120,4 @@ class NoiseTracking(io.ComfyNode):
         return io.NodeOutput(tracked_sampler(sampler, **options))
 
 
-NODES = [PoissonNoise, NoiseTracking]
+NODES = [PoissonNoise, PoissonD, NoiseTracking]

@@ -131,17 +131,23 @@ PARAMS = {
     "noise": Param("gaussian", choices=("gaussian", "poisson"),
                    tooltip="gaussian: host noise is Gaussian (KSampler), rescaled here per sample; poisson: it came from the Poisson noise node (same seed and D)"),
     **TRACK_PARAMS,
+    "trained": Param("diffusion", choices=("diffusion", "at_D"),
+                     tooltip="diffusion: the model was trained as a diffusion/flow model, queried at kappa*sigma; at_D: a PFGM++ checkpoint trained at this D, queried at sigma"),
 }
+"""`trained` comes last: saved workflows list a node's widget values by position."""
 
 
 @register("poisson_flow", order=2, nfe_per_step=1, stochastic=True, params=PARAMS)
 def sample_poisson_flow(model, x, sigmas, extra_args=None, callback=None, disable=None, space="ve",
-                        D=2048.0, solver="dpmpp_2m", noise="gaussian", **track):
+                        D=2048.0, solver="dpmpp_2m", noise="gaussian", trained="diffusion", **track):
     """Poisson flow (PFGM++): heavy-tailed prior kappa = sqrt(D/chi2_D) per sample, model queried at kappa*sigma.
 
     r = sigma sqrt(D) (alignment); the inner solver (order and calls per step are its own; default
     dpmpp_2m) integrates dx/dsigma = (x - D(x; kappa sigma)) / sigma, i.e. the diffusion ODE on the
-    per-sample schedule kappa * sigmas. Seed from extra_args['seed'] (DEFAULT_SEED = 0 if absent or None;
+    per-sample schedule kappa * sigmas. trained = "at_D": the model is a PFGM++ network trained at this D,
+    whose x0 prediction already is the posterior mean under the D kernel: it is queried at sigma itself and the
+    solver integrates the PFGM++ ODE dx/dsigma = (x - D(x; sigma)) / sigma from the heavy-tailed start (the
+    reference sampler of arXiv 2302.04265: EDM's ODE, only the start differs). Seed from extra_args['seed'] (DEFAULT_SEED = 0 if absent or None;
     otherwise an integer), sample k uses seed + k. A kappa whose start would overflow x's dtype is lowered
     (module docstring).
     """
@@ -153,9 +159,10 @@ def sample_poisson_flow(model, x, sigmas, extra_args=None, callback=None, disabl
     if noise == "gaussian":
         x, kappa = poisson_start(model, sp, x, s[0], kappa, extra)
     inner = Tracker(model, sp, **track) if track["track"] != "off" else model
+    level = kappa if trained == "diffusion" else torch.ones_like(kappa)
 
     def flow_model(x, sigma, **kw):
-        return query(inner, sp, x, sigma, kappa, kw)
+        return query(inner, sp, x, sigma, level, kw)
 
     return REGISTRY[solver].fn(flow_model, x, sigmas, extra_args=extra_args, callback=callback,
                                disable=disable, space=space)

@@ -60,3 +60,31 @@ def test_tracking_node_wraps_a_builtin_sampler(host, flow):
             assert float((out - exact(noise, 1.0, float(sigmas[0]), flow)).pow(2).mean().sqrt()) < 0.1
     with pytest.raises(ValueError, match="track"):
         node.execute(sampler=comfy.samplers.sampler_object("euler"), **{**opts, "track": "bogus"})
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+def test_poisson_D_patch_carries_D_through_a_plain_ksampler(host, flow):
+    """KSampler + sl_poisson_flow on a model patched with *Poisson D* = the PFGM++ reference route (Poisson noise at
+    that D, then the plain inner solver at the nominal levels); unpatched it is the diffusion route (kappa sigma)."""
+    nodes, pack = host
+    import comfy.sample
+    import comfy.samplers
+    import torch
+
+    mp = analytic_model(flow)
+    patched = nodes.NODE_CLASS_MAPPINGS["SamplerLabPoissonD"].execute(model=mp, D=4.0)[0]
+    assert pack.nodes.host.PATCH_KEY not in mp.model_options, "the patch leaves the input MODEL untouched"
+    latent = torch.zeros(2, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 7)
+    args = (noise, 10, 1.0, "sl_poisson_flow", "karras", cond(1.0), cond(-1.0), latent)
+    via_patch = comfy.sample.sample(patched, *args, disable_pbar=True, seed=7)
+    unpatched = comfy.sample.sample(mp, *args, disable_pbar=True, seed=7)
+    prior = nodes.NODE_CLASS_MAPPINGS["SamplerLabPoissonNoise"].execute(noise_seed=7, D=4.0)[0]
+    sigmas = comfy.samplers.calculate_sigmas(mp.get_model_object("model_sampling"), "karras", 10)
+    reference = comfy.sample.sample_custom(mp, prior.generate_noise({"samples": latent}), 1.0,
+                                           comfy.samplers.sampler_object("sl_dpmpp_2m"), sigmas, cond(1.0), cond(-1.0),
+                                           latent, disable_pbar=True, seed=7)
+    torch.testing.assert_close(via_patch, reference, rtol=1e-4, atol=1e-4)
+    assert float((via_patch - unpatched).abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="D"):
+        nodes.NODE_CLASS_MAPPINGS["SamplerLabPoissonD"].execute(model=mp, D=0.5)
