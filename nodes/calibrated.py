@@ -16,7 +16,8 @@ from ..samplers import calibrated as solver
 from ..schedulers import calibrate as cache
 from .calibration import CACHE_ENV, cache_folder, calibrate_in_host, cond_identity, model_identity, staged_progress
 from .generated import CATEGORY
-from .host import space_of
+from .host import model_sampling_of, space_of
+from .views import schedule_ui
 from .widgets import schema
 
 
@@ -105,7 +106,7 @@ class CalibratedSampler(io.ComfyNode):
             logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
                          steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(host_sampler(found), sigmas, ui={"sl_sigmas": sigmas.tolist()})
+        return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model)))
 
 
 NODES = [CalibratedSampler]

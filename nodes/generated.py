@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..samplers import REGISTRY as SAMPLERS
 from ..schedulers import REGISTRY as SCHEDULERS
 from .host import host_sampler, host_schedule
-from .views import model_view
+from .views import schedule_ui
 from .widgets import first_paragraph, param_input, schema
 
 CATEGORY = "sampling/samplerlab"
@@ -74,7 +74,7 @@ def scheduler_node(spec):
         def execute(cls, model, steps, denoise, **options) -> io.NodeOutput:
             ms = model.get_model_object("model_sampling")
             sigmas = host_schedule(spec, ms, steps, denoise, **options)
-            return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(ms)]})
+            return io.NodeOutput(sigmas, ui=schedule_ui(sigmas, ms))
 
     Node.__name__ = Node.__qualname__ = f"SamplerLabSchedule{camel(spec.name)}"
     return Node

@@ -17,7 +17,7 @@ from .calibration import CACHE_ENV, cache_folder, cond_identity, model_identity,
 from .calibration import calibrate_in_host as in_host
 from .generated import CATEGORY
 from .host import model_sampling_of, sigma_range, space_of
-from .views import model_view
+from .views import schedule_ui
 from .widgets import schema
 
 
@@ -82,7 +82,7 @@ class CalibratedSchedule(io.ComfyNode):
             logging.info("samplerlab: calibrated %s, %d steps in %d model calls, %.1f s -> %s",
                          solver, steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(sigmas, ui={"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(model_sampling_of(model))]})
+        return io.NodeOutput(sigmas, ui=schedule_ui(sigmas, model_sampling_of(model)))
 
 
 def sigmas_picture(sigmas, width=512, height=320):

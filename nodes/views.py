@@ -1,6 +1,6 @@
 """What the front end is told about a model, and a model_sampling rebuilt from that: `model_view` (space, range,
 percent_to_sigma at TABLE_POINTS equal steps of the schedule), which nodes send after a run and the plot route
-takes back (web/samplerlab.js; nodes/routes.py)."""
+takes back (web/samplerlab.js; nodes/routes.py); `schedule_ui`, a node's levels with that view."""
 import math
 
 import comfy.model_sampling
@@ -15,6 +15,12 @@ def model_view(model_sampling):
     table = [float(model_sampling.percent_to_sigma(i / (TABLE_POINTS - 1))) for i in range(TABLE_POINTS)]
     lo, hi = sigma_range(model_sampling)
     return {"space": space_of(model_sampling), "sigma_min": lo, "sigma_max": hi, "percent_sigma": table}
+
+
+def schedule_ui(sigmas, model_sampling):
+    """The `ui` of a node that outputs SIGMAS (the schedule nodes, Calibrated schedule, Calibrated sampler): its
+    levels and the model's view, which the page draws after a run (web/samplerlab.js, showRun)."""
+    return {"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(model_sampling)]}
 
 
 DEFAULT_VIEW = None

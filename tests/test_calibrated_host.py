@@ -28,7 +28,9 @@ def test_calibrated_sampler_in_sample_custom_and_cached(host, flow, tmp_path, mo
 
     mp = analytic_model(flow)
     node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"]
-    sampler, sigmas = node.execute(**args(mp, tmp_path))[:2]
+    out = node.execute(**args(mp, tmp_path))
+    sampler, sigmas = out[:2]
+    levels_reach_the_page(pack, mp, out, flow)
     files = list(tmp_path.glob("calibrated-5-*.json"))
     assert len(files) == 1 and len(sigmas) == 6 and float(sigmas[-1]) == 0 and bool((sigmas[:-1] > sigmas[1:]).all())
     assert not flow or float(sigmas[0]) == 1.0
@@ -59,6 +61,21 @@ def test_calibrated_sampler_in_sample_custom_and_cached(host, flow, tmp_path, mo
     files[0].write_text("{broken")
     torch.testing.assert_close(node.execute(**args(mp, tmp_path))[1], sigmas)  # recalibrated: same model, same result
     assert len(list(tmp_path.glob("calibrated-5-*.json"))) == 1
+
+
+def levels_reach_the_page(pack, mp, out, flow):
+    """The page's plot after a run (web/samplerlab.js, as for Calibrated schedule): the node's own levels and the
+    model's view (space, range), which the plot route takes back for later widget changes."""
+    import importlib
+
+    views = importlib.import_module(pack.__name__ + ".nodes.views")
+    assert out.ui["sl_sigmas"] == out[1].tolist()
+    [view] = out.ui["sl_model"]
+    assert view == views.model_view(mp.get_model_object("model_sampling")) and view["space"] == ("flow" if flow else "ve")
+    assert view["sigma_min"] <= out.ui["sl_sigmas"][-2] < out.ui["sl_sigmas"][0] <= view["sigma_max"] * (1 + 1e-6)
+    routes = importlib.import_module(pack.__name__ + ".nodes.routes")
+    drawn = routes.plot({"kind": "schedule", "name": "karras", "steps": 5, "params": {}, "model": view})
+    assert drawn["model"]["sigma_max"] == view["sigma_max"] and len(drawn["sigmas"]) == 6
 
 
 def test_unusable_cache_location_warns_and_still_returns(host, tmp_path, caplog):

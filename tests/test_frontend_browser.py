@@ -158,6 +158,49 @@ def test_pulse_plots_sit_below_the_widgets_and_show_the_weight(page):
     assert abs(top - 7.0) < 0.05  # the guider's own cfg is the peak
 
 
+def run_from_page(page):
+    """Queue the page's graph as the Run button does; wait for the server's end of it, which must be no error."""
+    page.js("""() => { window.__sl = {done: false, errors: []}; const api = window.comfyAPI.api.api;
+        api.addEventListener('execution_error', (e) => { window.__sl.errors.push(e.detail); window.__sl.done = true; });
+        api.addEventListener('execution_success', () => { window.__sl.done = true; }); }""")
+    page.js("() => window.app.queuePrompt(0, 1)")
+    page.wait("() => window.__sl.done", timeout=240_000)
+    assert page.js("() => window.__sl.errors") == []
+
+
+def connect(page, links):
+    """links: [source id, its output slot, target id, its input slot] each, as a person drags them."""
+    page.js("""(links) => { const g = window.app.graph;
+        for (const [a, i, b, j] of links) g.getNodeById(a).connect(i, g.getNodeById(b), j); }""", links)
+
+
+def test_calibrated_sampler_plots_karras_before_a_run_and_its_own_levels_after(page, server):
+    """No example workflow holds a Calibrated sampler: one built on the page on the Reference model, plotted as
+    Calibrated schedule is (Karras at its steps for SD1/SDXL before a run), then run from the page."""
+    new_graph(page)
+    model, cond, latent = (add_node(page, f"SamplerLabReference{k}", (40, 60 + 200 * i)) for i, k in enumerate(["Model", "Condition", "Latent"]))
+    node = add_node(page, "SamplerLabCalibratedSampler", (420, 60))
+    plot, preview = add_node(page, "SamplerLabPlotSigmas", (900, 60)), add_node(page, "PreviewImage", (1300, 60))
+    connect(page, [[model, 0, cond, 0], [model, 0, latent, 0], [model, 0, node, 0], [cond, 0, node, 1], [cond, 1, node, 2],
+                   [latent, 0, node, 3], [node, 1, plot, 0], [plot, 0, preview, 0]])
+    page.wait("(id) => window.app.graph.getNodeById(id).slPlot?.sigmas?.length === 9", node)
+    before = page.js("(id) => ({sigmas: window.app.graph.getNodeById(id).slPlot.sigmas, caption: window.app.graph.getNodeById(id).slPlot.chart.caption})", node)
+    assert abs(before["sigmas"][0] - 14.6146) < 1e-3 and before["caption"].startswith("before a run: Karras 8 steps")
+    set_widget(page, node, "steps", 5)
+    set_widget(page, node, "seeds", 1)
+    page.wait("(id) => window.app.graph.getNodeById(id).slPlot.sigmas.length === 6", node)
+    run_from_page(page)
+    after = page.js("""(id) => { const s = window.app.graph.getNodeById(id).slPlot;
+        return {sigmas: s.sigmas, model: s.model, caption: s.chart.caption, marks: s.chart.marks.map(m => m.label)}; }""", node)
+    m, levels = after["model"], after["sigmas"]
+    assert m and not m.get("default") and m["space"] == "ve", "no model range reported after the run"
+    assert len(levels) == 6 and levels[-1] == 0 and m["sigma_min"] <= levels[-2] < levels[0] <= m["sigma_max"] * (1 + 1e-6)
+    assert levels != before["sigmas"] and not after["caption"].startswith("before a run")
+    assert [k.split()[0] for k in after["marks"]] == ["σmax", "σmin"]
+    assert page.js("(id) => window.app.graph.getNodeById(id).slPlot.sigmas", plot) == levels  # what reached Plot sigmas
+    matches_reference(page.screenshot([node]), "calibrated_sampler_after_run")
+
+
 def upload(server, name, color):
     """A small PNG of one colour uploaded as a temporary image; its /view reference."""
     import io
@@ -255,12 +298,7 @@ def test_reference_workflow_runs_from_the_page(page, server, path):
     req = urllib.request.Request(server + "/api/free", data=b'{"free_memory": true}', headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req).read()  # empty the server's cache: every node runs and reports to the page
     page.load(json.loads(path.read_text()))
-    page.js("""() => { window.__sl = {done: false, errors: []}; const api = window.comfyAPI.api.api;
-        api.addEventListener('execution_error', (e) => { window.__sl.errors.push(e.detail); window.__sl.done = true; });
-        api.addEventListener('execution_success', () => { window.__sl.done = true; }); }""")
-    page.js("() => window.app.queuePrompt(0, 1)")
-    page.wait("() => window.__sl.done", timeout=240_000)
-    assert page.js("() => window.__sl.errors") == []
+    run_from_page(page)
     ran = page.js("""() => window.app.graph._nodes.map(n => ({type: n.type, model: n.slPlot?.model ?? null,
         compare: n.slCompare?.entries?.length ?? null, sweep: n.slSweep?.data?.points?.length ?? null}))""")
     for n in ran:

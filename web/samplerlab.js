@@ -1,5 +1,6 @@
 // samplerlab front end. Plots on the nodes, drawn from the widget values before anything runs and redrawn as a
-// widget changes: the schedule nodes and Calibrated schedule (sigma against step), Plot sigmas (its input's
+// widget changes: the schedule nodes, Calibrated schedule and Calibrated sampler (sigma against step; the calibrated
+// ones Karras at their step count until a run reports their levels), Plot sigmas (its input's
 // sigmas) and both pulse nodes (guidance weight over the schedule). The numbers come from the pack's route
 // POST /samplerlab/plot (nodes/routes.py: the Python registries, never a JavaScript copy of the formulas), for
 // ComfyUI's default SD1/SDXL sampling until a run reports the model's own range, which is then marked. A pulse
@@ -13,7 +14,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { drawChart, layout, legendAt, nearestPoint, pulseChart, scheduleChart, clip } from "./lib/plot.js";
-import { nodeByExecutionId } from "./lib/graph.js";
+import { nodeByExecutionId, plotKind } from "./lib/graph.js";
 import { buttonAt, comparerLayout, parseState, press, splitAt, statsText, sweepChart, slope } from "./lib/compare.js";
 
 const ROUTE = "/samplerlab/plot";
@@ -71,14 +72,6 @@ const REQUESTS = {
     return { kind: "pulse", fields, peak: "cfg" in v ? v.cfg : null, model };
   },
 };
-
-function kindOf(name) {
-  if (name.startsWith("SamplerLabSchedule")) return "schedule";
-  if (name === "SamplerLabCalibratedSchedule") return "calibrated";
-  if (name === "SamplerLabGuidancePulse" || name === "SamplerLabPulseGuider") return "pulse";
-  if (name === "SamplerLabPlotSigmas") return "plot_sigmas";
-  return null;
-}
 
 function modelNote(model) {
   if (!model || model.default) return "SD1/SDXL range until a run";
@@ -218,7 +211,7 @@ function listenForSigmaC() {
   if (typeof api?.addEventListener !== "function") return;
   api.addEventListener(SIGMA_C_EVENT, ({ detail }) => {
     const node = nodeByExecutionId(app.rootGraph ?? app.graph, detail?.node);
-    if (node?.slPlot && kindOf(node.slType ?? "") === "pulse") showRun(node, "pulse", { sl_pulse: [detail] });
+    if (node?.slPlot && plotKind(node.slType ?? "") === "pulse") showRun(node, "pulse", { sl_pulse: [detail] });
   });
 }
 
@@ -402,7 +395,7 @@ app.registerExtension({
   setup: listenForSigmaC,
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData?.name ?? "";
-    const kind = kindOf(name);
+    const kind = plotKind(name);
     if (kind) setupPlot(nodeType, kind, name);
     else if (name === "SamplerLabCompare") setupComparer(nodeType);
     else if (name === "SamplerLabConvergenceSweep") setupSweep(nodeType);

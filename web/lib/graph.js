@@ -1,4 +1,17 @@
-// Finding a node of the graph from what the server names it by. No DOM, no ComfyUI: tested under `node --test`.
+// The pack's nodes in the graph: which live plot a node type gets, and finding a node from what the server names
+// it by. No DOM, no ComfyUI: tested under `node --test`.
+
+/** Both calibrated nodes: their SIGMAS drawn the same way (Karras at `steps` until a run reports their levels). */
+const CALIBRATED = new Set(["SamplerLabCalibratedSchedule", "SamplerLabCalibratedSampler"]);
+
+/** The live plot a node type gets ("schedule", "calibrated", "pulse", "plot_sigmas"), or null for none. */
+export function plotKind(name) {
+  if (name.startsWith("SamplerLabSchedule")) return "schedule";
+  if (CALIBRATED.has(name)) return "calibrated";
+  if (name === "SamplerLabGuidancePulse" || name === "SamplerLabPulseGuider") return "pulse";
+  if (name === "SamplerLabPlotSigmas") return "plot_sigmas";
+  return null;
+}
 
 /** The node a server message names by its execution id: "12" on the root graph, "7:12" node 12 inside the
  *  subgraph of node 7 (any depth); null when a step of the path is not there. */
