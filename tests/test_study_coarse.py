@@ -2,6 +2,7 @@
 import argparse
 import json
 
+import pytest
 import torch
 
 from samplerlab.lab.studies import coarse as K
@@ -9,12 +10,14 @@ from samplerlab.lab.studies import coarse as K
 
 def test_settle_known_answer():
     levels = [10.0, 5.0, 2.0, 1.0, 0.5]
-    # band 0 settled from 5 on, band 1 only from 1 on (and outside again at 10: no matter), band 2 never
+    # band 0 within 10% all along; band 1 from 1 on (|rel - 1| = 0.2 at 2, 0.02 at 1: it falls to 0.1 at
+    # 2^(1 - 0.1/0.18) in log sigma); band 2 never
     rel = torch.tensor([[1.0, 1.5, 0.5], [1.05, 2.0, 0.5], [0.95, 0.8, 0.5], [1.0, 1.02, 0.5], [1.0, 1.0, 1.3]],
                        dtype=torch.float64)[:, None, :]
-    assert K.settle(levels, rel).reshape(-1).tolist() == [10.0, 1.0, 0.0]
-    rel[0, 0, 0] = 1.2
-    assert K.settle(levels, rel)[0, 0] == 5.0
+    got = K.settle(levels, rel).reshape(-1).tolist()
+    assert got[0] == pytest.approx(10.0) and got[1] == pytest.approx(2 ** (1 - 0.1 / 0.18)) and got[2] == 0.0
+    rel[0, 0, 0] = 1.2  # 0.2 at 10, 0.05 at 5
+    assert float(K.settle(levels, rel)[0, 0]) == pytest.approx(10 * 0.5 ** (0.1 / 0.15))
 
 
 def test_median_ci_contains_median():

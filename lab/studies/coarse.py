@@ -5,8 +5,8 @@ The trajectory inspector: probability-flow ODE trajectories (critical.trajectori
 VE levels, from 80 to 0), unconditional and class-conditional at the default CFG. At each grid level sigma, the
 energy per radial frequency band of the x0 prediction D(x_sigma) (lab/metrics.py band_energies: DC, then octave
 bands up to the corner frequency), relative to the final sample's. A band's settling level per trajectory: the
-largest grid level at and below which its energy stays within TOL of the final value (0 when it has not settled
-by the lowest level). Intervals: percentile bootstrap of the median over trajectories; per class by the final
+level below which its energy stays within TOL of the final value, interpolated in log sigma between grid levels
+(0 when it has not settled by the lowest level). Intervals: percentile bootstrap of the median over trajectories; per class by the final
 sample's class (classifier). sigma_c: the commitment level (the renoised final sample keeps its class with
 probability 1/2, critical.commitment) read from docs/studies/critical/critical.json when that exists, and
 measured here on the unconditional trajectories (the first COMMIT_TRAJ of them) in any case.
@@ -34,13 +34,21 @@ def energies(x0):
 
 
 def settle(levels, rel, tol=TOL):
-    """[B, bands] settling levels from relative energies rel [L, B, bands] (E / E_final, levels descending): the
-    largest level from which on |rel - 1| <= tol at every lower grid level; 0 where even the lowest is outside."""
-    ok = (rel - 1).abs() <= tol
-    # suffix "all": ok at level k and at every lower level
+    """[B, bands] settling levels from relative energies rel [L, B, bands] (E / E_final, levels descending): with
+    dev = |rel - 1|, the level where dev falls to tol for the last time, interpolated linearly in log sigma between
+    the last grid level outside tol and the next (the top level where it is within tol all along; 0 where even
+    the lowest level is outside)."""
+    dev = (rel - 1).abs()
+    ok = dev <= tol
     tail = torch.flip(torch.cummin(torch.flip(ok.to(torch.int8), [0]), 0).values, [0]).bool()
-    lv = torch.tensor(levels, dtype=F64)[:, None, None].expand(rel.shape)
-    return torch.where(tail, lv, torch.zeros_like(lv)).amax(0)
+    n = rel.shape[0]
+    first = torch.where(tail.any(0), tail.to(torch.int8).argmax(0), torch.full(rel.shape[1:], n))
+    logs = torch.tensor(levels, dtype=F64).log()
+    above, at = (first - 1).clamp(0, n - 1), first.clamp(max=n - 1)
+    d_hi, d_lo = dev.gather(0, above[None])[0], dev.gather(0, at[None])[0]
+    t = ((d_hi - tol) / (d_hi - d_lo).clamp_min(1e-300)).clamp(0, 1)
+    level = (logs[above] + t * (logs[at] - logs[above])).exp()
+    return torch.where(first == 0, logs[0].exp(), torch.where(first == n, torch.zeros_like(level), level))
 
 
 def median_ci(v, boot=400, seed=0):
