@@ -360,7 +360,7 @@ def _fmt(r):
     return f"{r['sigma_c']:.3g} ({ci[0]:.3g}-{ci[1]:.3g})" if ci else f"{r['sigma_c']:.3g}"
 
 
-def study(n_traj=200, levels=14, n_els=2, els_levels=7, els_train=None, probes_per_band=2, boot=400,
+def study(n_traj=200, levels=14, n_els=4, els_levels=7, els_train=None, probes_per_band=2, boot=400,
           seed0=EVAL_SEED0, detector_steps=20, substeps=SUBSTEPS, progress=print):
     """The whole measurement as a JSON-able record (see the module docstring)."""
     t0 = time.perf_counter()
@@ -557,7 +557,7 @@ def cmd(args):
     print(f"wrote {md}")
 
 
-FULL = dict(n_traj=200, levels=14, n_els=2, els_levels=7, probes_per_band=2, boot=400)
+FULL = dict(n_traj=200, levels=14, n_els=4, els_levels=7, probes_per_band=2, boot=400)
 QUICK = dict(n_traj=12, levels=5, n_els=1, els_levels=3, els_train=30, probes_per_band=1, boot=40, detector_steps=6,
              substeps=2)
 
