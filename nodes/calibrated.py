@@ -106,7 +106,7 @@ class CalibratedSampler(io.ComfyNode):
             logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
                          steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model)))
+        return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model), key))
 
 
 NODES = [CalibratedSampler]

@@ -82,7 +82,7 @@ class CalibratedSchedule(io.ComfyNode):
             logging.info("samplerlab: calibrated %s, %d steps in %d model calls, %.1f s -> %s",
                          solver, steps, found.model_calls, found.seconds, path)
         sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(sigmas, ui=schedule_ui(sigmas, model_sampling_of(model)))
+        return io.NodeOutput(sigmas, ui=schedule_ui(sigmas, model_sampling_of(model), key))
 
 
 def sigmas_picture(sigmas, width=512, height=320):

@@ -17,10 +17,15 @@ def model_view(model_sampling):
     return {"space": space_of(model_sampling), "sigma_min": lo, "sigma_max": hi, "percent_sigma": table}
 
 
-def schedule_ui(sigmas, model_sampling):
+def schedule_ui(sigmas, model_sampling, key=None):
     """The `ui` of a node that outputs SIGMAS (the schedule nodes, Calibrated schedule, Calibrated sampler): its
-    levels and the model's view, which the page draws after a run (web/samplerlab.js, showRun)."""
-    return {"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(model_sampling)]}
+    levels and the model's view, which the page draws after a run (web/samplerlab.js, showRun); for a calibrated
+    node also the scalar entries of its cache key, so that the page keeps these levels while the widgets they name
+    (steps, cfg, seeds, ...) keep their values (web/lib/graph.js, calibrationStands)."""
+    ui = {"sl_sigmas": sigmas.tolist(), "sl_model": [model_view(model_sampling)]}
+    if key is not None:
+        ui["sl_key"] = [{k: v for k, v in key.items() if isinstance(v, (bool, int, float, str))}]
+    return ui
 
 
 DEFAULT_VIEW = None

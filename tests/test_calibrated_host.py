@@ -1,4 +1,5 @@
 """Host contract of the Calibrated sampler node inside a real ComfyUI (runs only when COMFYUI_PATH is set)."""
+import json
 import logging
 
 import pytest
@@ -76,6 +77,12 @@ def levels_reach_the_page(pack, mp, out, flow):
     routes = importlib.import_module(pack.__name__ + ".nodes.routes")
     drawn = routes.plot({"kind": "schedule", "name": "karras", "steps": 5, "params": {}, "model": view})
     assert drawn["model"]["sigma_max"] == view["sigma_max"] and len(drawn["sigmas"]) == 6
+    # the key the levels were calibrated for: the page keeps them while these widgets keep their values
+    # (web/lib/graph.js, calibrationStands); mode and cache_dir are not in it
+    [key] = out.ui["sl_key"]
+    widgets = {k: v for k, v in args(mp, "").items() if isinstance(v, (int, float, str))}
+    assert {k: key[k] for k in widgets if k in key} == {"steps": 5, "cfg": 1.0, "seed": 3, "seeds": 2}
+    assert "mode" not in key and "cache_dir" not in key and json.loads(json.dumps(key)) == key
 
 
 def test_unusable_cache_location_warns_and_still_returns(host, tmp_path, caplog):

@@ -198,7 +198,19 @@ def test_calibrated_sampler_plots_karras_before_a_run_and_its_own_levels_after(p
     assert levels != before["sigmas"] and not after["caption"].startswith("before a run")
     assert [k.split()[0] for k in after["marks"]] == ["σmax", "σmin"]
     assert page.js("(id) => window.app.graph.getNodeById(id).slPlot.sigmas", plot) == levels  # what reached Plot sigmas
+    assert after["caption"].startswith("last run: 5 steps") and " → 0 ·" in after["caption"] and "0.00 " not in after["caption"]
     matches_reference(page.screenshot([node]), "calibrated_sampler_after_run")
+    caption = "(id) => window.app.graph.getNodeById(id).slPlot.chart.caption"
+    sigmas = "(id) => window.app.graph.getNodeById(id).slPlot.sigmas"
+    set_widget(page, node, "mode", "recalibrate")  # not in the calibration key: the run's levels stay
+    page.js("() => new Promise((done) => setTimeout(done, 400))")  # longer than a route request takes to be asked
+    assert page.js(caption, node) == after["caption"] and page.js(sigmas, node) == levels
+    set_widget(page, node, "seed", 4)  # keyed (nodes/calibrated.py): back to the candidate
+    page.wait(f"(id) => ({caption})(id).startsWith('before a run: Karras 5 steps')", node)
+    assert page.js(sigmas, node) != levels
+    set_widget(page, node, "seed", 0)  # the run's seed again: its levels again
+    page.wait(f"(id) => ({caption})(id) === {json.dumps(after['caption'])}", node)
+    assert page.js(sigmas, node) == levels
 
 
 def upload(server, name, color):

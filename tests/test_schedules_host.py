@@ -22,7 +22,11 @@ def test_calibrated_schedule_node_in_sample_custom(host, flow, tmp_path):
     node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSchedule"]
     args = dict(model=mp, positive=cond(1.0), negative=cond(-1.0), latent=latent, cfg=1.0, solver="exp_multistep",
                 steps=6, seeds=2, reference_calls=100, mode="reuse", cache_dir=str(tmp_path))
-    sigmas = node.execute(**args)[0]
+    out = node.execute(**args)
+    sigmas = out[0]
+    # the page keeps these levels while the widgets of their cache key keep their values (web/lib/graph.js)
+    [key] = out.ui["sl_key"]
+    assert {k: key[k] for k in args if k in key and isinstance(args[k], (int, float, str))} == {"cfg": 1.0, "solver": "exp_multistep", "steps": 6, "seeds": 2, "reference_calls": 100}
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and len(sigmas) == 7 and float(sigmas[-1]) == 0 and bool((sigmas[:-1] > sigmas[1:]).all())
     assert not flow or float(sigmas[0]) == 1.0

@@ -13,8 +13,8 @@
 // an API used here the node stays the plain node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { drawChart, layout, legendAt, nearestPoint, pulseChart, scheduleChart, clip } from "./lib/plot.js";
-import { nodeByExecutionId, plotKind } from "./lib/graph.js";
+import { drawChart, layout, legendAt, levelsText, nearestPoint, pulseChart, scheduleChart, clip } from "./lib/plot.js";
+import { calibrationStands, nodeByExecutionId, plotKind } from "./lib/graph.js";
 import { buttonAt, comparerLayout, parseState, press, splitAt, statsText, sweepChart, slope } from "./lib/compare.js";
 
 const ROUTE = "/samplerlab/plot";
@@ -73,9 +73,12 @@ const REQUESTS = {
   },
 };
 
+const spaceName = (model) => (model.space === "flow" ? "flow" : "VE");
+
+/** The caption's word on the model a plot is drawn for (kept short: a caption is one clipped line). */
 function modelNote(model) {
-  if (!model || model.default) return "SD1/SDXL range until a run";
-  return `${model.space === "flow" ? "flow" : "VE"} model of the last run`;
+  if (!model || model.default) return "SD1/SDXL until a run";
+  return `last run's ${spaceName(model)} model`;
 }
 
 const autoCentre = (v) => v.shape !== "interval" && v.center === "auto";
@@ -95,19 +98,30 @@ function chartOf(kind, data, node, fromRun) {
     return chart;
   }
   const s = data.sigmas;
-  const steps = s.length - 1;
-  const head = kind === "calibrated" && !fromRun ? `before a run: Karras ${steps} steps (a candidate); run to calibrate`
-    : `${steps} steps, σ ${Number(s[0]).toPrecision(3)} → ${Number(s[s.length - 1]).toPrecision(3)}`;
-  return scheduleChart(s, { caption: `${head} · ${modelNote(data.model)}`, model: data.model && !data.model.default ? data.model : null });
+  const model = data.model && !data.model.default ? data.model : null;
+  // a calibrated node's levels after a run are that run's, for its model: said once
+  const caption = kind !== "calibrated" ? `${levelsText(s)} · ${modelNote(data.model)}`
+    : fromRun ? `last run: ${levelsText(s)}${model ? ` · ${spaceName(model)} model` : ""}`
+    : `before a run: Karras ${s.length - 1} steps (a candidate); run to calibrate · ${modelNote(data.model)}`;
+  return scheduleChart(s, { caption, model });
 }
 
-/** Ask the route for the node's plot when its widget values (or the model they are drawn for) changed. */
+/** Ask the route for the node's plot when its widget values (or the model they are drawn for) changed; a calibrated
+ *  node keeps its last run's levels while the widgets of that run's calibration key keep their values. */
 function refresh(node, kind) {
   const state = node.slPlot;
-  const request = REQUESTS[kind](node, widgetValues(node), state.model ?? null);
-  const key = JSON.stringify(request);
+  const values = widgetValues(node);
+  const run = kind === "calibrated" && calibrationStands(state.run?.key, values) ? state.run : null;
+  const request = REQUESTS[kind](node, values, state.model ?? null);
+  const key = run ? "last run" : JSON.stringify(request);
   if (key === state.key) return;
   state.key = key;
+  if (run) {
+    state.chart = chartOf(kind, { sigmas: run.sigmas, model: run.model }, node, true);
+    state.sigmas = run.sigmas;
+    node.setDirtyCanvas?.(true, true);
+    return;
+  }
   if (typeof api?.fetchApi !== "function") {
     state.chart = { series: [], message: "this front end has no api.fetchApi: plots appear after a run" };
     return;
@@ -131,7 +145,7 @@ function refresh(node, kind) {
 }
 
 function plotView(node, kind) {
-  node.slPlot = { chart: { series: [], message: "drawing…" }, key: null, model: null, sigmas: null, detected: null };
+  node.slPlot = { chart: { series: [], message: "drawing…" }, key: null, model: null, sigmas: null, detected: null, run: null };
   return {
     draw(ctx, box) {
       const state = node.slPlot;
@@ -200,9 +214,12 @@ function showRun(node, kind, message) {
   if (message?.sl_sigmas) {
     state.sigmas = message.sl_sigmas;
     if (kind !== "plot_sigmas") state.chart = chartOf(kind, { sigmas: message.sl_sigmas, model: state.model }, node, true);
+    // a calibrated node's levels, with the key they were calibrated for: drawn again while its widgets match it
+    if (kind === "calibrated") state.run = { sigmas: message.sl_sigmas, model: state.model, key: message.sl_key?.[0] ?? null };
   } else if (pulse) state.chart = chartOf(kind, { ...pulse, model: state.model }, node, true);
   // later widget changes are drawn for this model (the route gets its view); the run's own plot stays until then
-  if (REQUESTS[kind]) state.key = JSON.stringify(REQUESTS[kind](node, widgetValues(node), state.model ?? null));
+  if (kind === "calibrated") state.key = calibrationStands(state.run?.key, widgetValues(node)) ? "last run" : null;
+  else if (REQUESTS[kind]) state.key = JSON.stringify(REQUESTS[kind](node, widgetValues(node), state.model ?? null));
   node.setDirtyCanvas?.(true, true);
 }
 

@@ -26,3 +26,13 @@ export function nodeByExecutionId(graph, id) {
   }
   return node;
 }
+
+/** Whether a calibrated node's plot keeps the levels of its last run: `runKey` is that run's calibration key (its
+ *  scalar entries, the node's `sl_key`: steps, cfg, seeds, ... and names no widget holds, such as the conditioning's
+ *  digest), `values` the node's widget values now. True when there was a run and every key entry that names a
+ *  widget still has the run's value (seed, cfg, steps, ... as the node keys its cache; mode and cache_dir are not
+ *  in the key, so changing them keeps the levels); false sends the plot back to the candidate. */
+export function calibrationStands(runKey, values) {
+  if (!runKey || typeof runKey !== "object") return false;
+  return Object.entries(runKey).every(([name, value]) => !(name in values) || values[name] === value);
+}

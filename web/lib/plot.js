@@ -49,6 +49,15 @@ export function logTicks(lo, hi, count = 5) {
   return steps.length >= 2 ? steps : niceTicks(lo, hi, Math.min(count, 4)).filter((v) => v > 0);
 }
 
+/** A schedule's levels in a caption: "N steps, σ first → last nonzero", then "→ 0" when it ends at zero (the
+ *  plotted curve's last point: its log axis leaves the final 0 out; "0" as nodes/schedules.py's picture titles it). */
+export function levelsText(sigmas) {
+  const s = sigmas.map(Number);
+  const positive = s.filter((v) => v > 0);
+  const last = positive.length ? positive[positive.length - 1] : s[s.length - 1];
+  return `${s.length - 1} steps, σ ${s[0].toPrecision(3)} → ${last.toPrecision(3)}${s[s.length - 1] === 0 && positive.length ? " → 0" : ""}`;
+}
+
 /** A short label for a tick value. */
 export function formatTick(v) {
   if (v === 0) return "0";

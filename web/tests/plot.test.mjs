@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { clip, drawChart, extent, formatTick, innerBox, integerTicks, layout, legendAt, logTicks, nearestPoint, niceTicks,
+import { clip, drawChart, extent, formatTick, innerBox, integerTicks, layout, legendAt, levelsText, logTicks, nearestPoint, niceTicks,
   pulseChart, scale, scheduleChart, sigmaCMark, wrapText } from "../lib/plot.js";
 import { fakeContext } from "./fake_ctx.mjs";
 
@@ -151,4 +151,10 @@ test("a pulse chart marks the sigma_c a run detected: a labelled vertical line a
   const both = pulseChart({ percent, weight }, { detected, center: { percent: 0.6, label: "centre" } });
   assert.deepEqual(both.marks.map((m) => m.x), [60, 33.1]);
   assert.equal(pulseChart({ percent, weight }).marks.length, 0);  // nothing detected, nothing marked
+});
+
+test("levelsText ends a caption at the last nonzero level, then → 0, never → 0.00", () => {
+  assert.equal(levelsText([14.6146, 2.5, 0.3, 0.0292, 0]), "4 steps, σ 14.6 → 0.0292 → 0");
+  assert.equal(levelsText([80, 1, 0.002]), "2 steps, σ 80.0 → 0.00200");  // ends above zero: no → 0
+  assert.ok(!levelsText([1, 0.5, 0]).includes("0.00"));
 });
