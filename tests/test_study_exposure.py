@@ -14,6 +14,7 @@ from samplerlab.lab.studies import exposure
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
+    pytest.importorskip("torchmetrics", reason="the Frechet distance is torchmetrics' (the lab and test extras)")
     from samplerlab.lab.cli import main
 
     out = tmp_path_factory.mktemp("exposure")
@@ -81,6 +82,7 @@ def test_tracking_off_is_the_plain_sampler_and_epsilon_moves_towards_x():
 
 
 def test_frechet_ratio_known_answers():
+    pytest.importorskip("torchmetrics", reason="the Frechet distance is torchmetrics' (the lab and test extras)")
     g = torch.Generator().manual_seed(0)
     a, ref = torch.randn(300, 8, generator=g, dtype=torch.float64), torch.randn(200, 8, generator=g, dtype=torch.float64)
     r, ci = digit_metrics.frechet_ratio(a, a.clone(), ref, boot=20)

@@ -61,6 +61,7 @@ def test_crossing_and_matched_accuracy_known_answers():
 
 
 def test_quick_study(tmp_path):
+    pytest.importorskip("torchmetrics", reason="the Frechet distance is torchmetrics' (the lab and test extras)")
     out = subprocess.run([sys.executable, "-m", "samplerlab", "study", "pulse", "--quick", "--out", str(tmp_path)],
                          cwd=ROOT.parent, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
