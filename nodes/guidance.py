@@ -47,7 +47,7 @@ def schedule_inputs():
         io.Float.Input("end_percent", default=0.6, min=0.0, max=1.0, step=0.01, round=False,
                        tooltip="interval shape: guidance ends at this fraction of the schedule."),
         io.Int.Input("probes", default=4, min=1, max=16,
-                     tooltip="center = auto: how many of the first steps are probed (one extra model call each)."),
+                     tooltip="center = auto: probes per sample after the first (one extra model call each), walking down to where the estimate is self-consistent."),
     ]
 
 
@@ -303,7 +303,7 @@ class CriticalLevel(io.ComfyNode):
                                  tooltip="Seed of the probe noise (use the sampler's seed to measure that very run)."),
                     io.Int.Input("steps", default=20, min=2, max=1000, tooltip="Schedule whose first levels are probed."),
                     io.Int.Input("probes", default=4, min=1, max=16,
-                                 tooltip="How many of the first levels are probed (2 model calls each); the median is reported.")],
+                                 tooltip="Probes per sample after the first (2 model calls each), walking down to where the estimate is self-consistent; the median is reported.")],
             outputs=[io.Float.Output("sigma_c"), io.Float.Output("percent"), io.Float.Output("t_c"), io.String.Output("report")],
         )
 

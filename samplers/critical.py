@@ -20,6 +20,7 @@ from .space import resolve
 from .stepping import check_sigmas, ddim
 
 G_CLAMP = 1e-6
+WINDOW = 2.0
 
 
 def _flat(t):
@@ -56,10 +57,20 @@ class JVPProbe:
     At a probed host level s (alpha > 0): J v = alpha (D(x + delta v) - D(x)) / delta with delta = scale * s * sqrt(N)
     (a perturbation of `scale` times the noise per element), g = <v, J v>, Lambda_hat = sigma_ve^2 g / (1 - g)
     (g clamped to [1e-6, 1 - 1e-6]), then v <- J v / ||J v||. A Rayleigh quotient of the symmetric J is a lower
-    bound of its top eigenvalue; g >= 1/2 means the level is already at or past sigma_c, where the sample has left
-    the Gaussian regime, so such a probe only gives the bound Lambda >= sigma^2. The largest Lambda_hat over the
-    probed levels is kept, and `measured` [B] says where at least one probe had g < 1/2 (elsewhere the estimate
-    is only that bound). Each sample's estimate depends on that sample alone. At most `probes` levels are probed.
+    bound of its top eigenvalue, so the largest Lambda_hat is kept, but only over informative probes:
+    - g >= 1/2 means the level is at or past sigma_c (the sample has left the Gaussian regime): such a probe only
+      gives the bound Lambda >= sigma^2, and no lower level is informative, so the sample stops probing;
+    - an error dg in g moves Lambda_hat by dLambda / Lambda = dg / (g (1 - g)), least at g = 1/2 and growing as
+      sigma^2 / Lambda far above sigma_c, where a model's estimate is an extrapolation (off the levels it was
+      trained on, high-sigma probes can over-estimate). A probe is informative when its own estimate is
+      self-consistent, sigma / WINDOW <= sigma_hat < sigma, i.e. 1 / (1 + WINDOW^2) <= g < 1/2 (WINDOW = 2: an
+      error amplification within 1.6x of its optimum, 6.25 against 4).
+    Where to probe: each sample's first two usable levels (the first only aligns v), then only levels
+    sigma <= WINDOW * its latest estimate (the least extrapolated one), so the probes walk down to the informative
+    window; at most 1 + `probes` per sample (the aligning one and `probes` more), none after a g >= 1/2. A sample without an informative probe keeps the
+    largest Lambda_hat of its probes (the former rule, also the provisional estimate a guidance pulse uses before
+    the first informative probe). `measured` [B]: some probe had g < 1/2 (elsewhere the estimate is only the bound);
+    `informative` [B]: some probe was informative. Each sample's estimate depends on that sample alone.
     """
 
     def __init__(self, space="ve", probes=4, scale=0.1):
@@ -69,10 +80,20 @@ class JVPProbe:
             raise ValueError(f"probe_scale must be in (0, 1], got {scale!r}")
         self.space, self.probes, self.scale = resolve(space), probes, float(scale)
         self.v, self.lam_hat, self.measured, self.done, self.levels = None, None, None, 0, []
+        self.lam_any = self.lam_inf = self.latest = self.taken = self.useful = self.active = None
+
+    def takes(self, s: float):
+        """Per sample, whether host level s is probed for it [B] bool (all, before the first probe)."""
+        if self.active is None:
+            return None
+        return self.active & ((self.taken < 2) | (self.space.to_ve(s) <= WINDOW * self.latest))
 
     def wants(self, s: float) -> bool:
-        """Whether host level s is still to be probed (never at s = 0 nor where alpha = 0)."""
-        return self.done < self.probes and s > 0 and self.space.alpha(s) > 0
+        """Whether host level s is to be probed for some sample (never at s = 0 nor where alpha = 0)."""
+        if not (s > 0 and self.space.alpha(s) > 0):
+            return False
+        take = self.takes(s)
+        return take is None or bool(take.any())
 
     def _delta(self, x, s):
         return self.scale * s * math.sqrt(x[0].numel())
@@ -86,15 +107,27 @@ class JVPProbe:
         return x + (self._delta(x, s) * self.v).reshape(x.shape).to(x.dtype)
 
     def update(self, x, s: float, d, d_probe):
-        """One power-iteration step from D(x) and D(x + delta v) at host level s; returns Lambda_hat [B]."""
+        """One power-iteration step from D(x) and D(x + delta v) at host level s for the samples it `takes`;
+        returns Lambda_hat [B]."""
         jv = (_flat(d_probe) - _flat(d)) * (self.space.alpha(s) / self._delta(x, s))
         g = (jv * self.v).sum(1).clamp(G_CLAMP, 1 - G_CLAMP)
         sigma2 = self.space.to_ve(s) ** 2
         lam_hat = torch.where(g < 0.5, sigma2 * g / (1 - g), torch.full_like(g, sigma2))
-        self.lam_hat = lam_hat if self.lam_hat is None else torch.maximum(self.lam_hat, lam_hat)
-        self.measured = (g < 0.5) if self.measured is None else self.measured | (g < 0.5)
+        if self.active is None:
+            zero = torch.zeros_like(g)
+            self.active, self.taken, self.useful = zero == 0, zero.long(), zero.long()
+            self.lam_any, self.lam_inf, self.latest, self.measured = zero, zero, zero, zero != 0
+        on = self.takes(s)
+        ok = on & (g >= 1 / (1 + WINDOW ** 2)) & (g < 0.5)
+        self.lam_any = torch.where(on, torch.maximum(self.lam_any, lam_hat), self.lam_any)
+        self.lam_inf = torch.where(ok, torch.maximum(self.lam_inf, lam_hat), self.lam_inf)
+        self.latest = torch.where(on, lam_hat.sqrt(), self.latest)
+        self.measured = self.measured | (on & (g < 0.5))
+        self.taken, self.useful = self.taken + on.long(), self.useful + ok.long()
+        self.active = self.active & ~(on & (g >= 0.5)) & (self.taken <= self.probes)
+        self.lam_hat = torch.where(self.useful > 0, self.lam_inf, self.lam_any)
         norm = jv.norm(dim=1, keepdim=True)
-        self.v = torch.where(norm > 0, jv / norm.clamp_min(1e-300), self.v)
+        self.v = torch.where(on[:, None] & (norm > 0), jv / norm.clamp_min(1e-300), self.v)
         self.done += 1
         self.levels.append(s)
         return self.lam_hat
@@ -105,8 +138,14 @@ class JVPProbe:
         return None if self.lam_hat is None else self.lam_hat.sqrt()
 
     @property
+    def informative(self):
+        """Per sample, whether some probe was informative [B] bool, or None before the first probe."""
+        return None if self.useful is None else self.useful > 0
+
+    @property
     def finished(self) -> bool:
-        return self.done >= self.probes
+        """No sample probes any more (each has used its probes or passed sigma_c)."""
+        return self.active is not None and not bool(self.active.any())
 
 
 class SpeedTracker:
@@ -137,8 +176,8 @@ class SpeedTracker:
 
 def probe_sigma_c(model, x, sigmas, space="ve", probes=4, scale=0.1, extra_args=None):
     """The JVPProbe after probing the denoiser `model(x, sigma_batch, **extra_args)` from the noised start x at
-    sigmas[0]: x follows first-order (DDIM) steps and the first `probes` usable levels after the first are probed
-    (2 calls each; the first direction is D_i - D_{i-1}, one power-iteration step on the noise in the Gaussian
+    sigmas[0]: x follows first-order (DDIM) steps and levels after the first are probed as JVPProbe chooses, at most
+    1 + `probes` per sample (2 calls each; the first direction is D_i - D_{i-1}, one power-iteration step on the noise in the Gaussian
     regime). No level after the first: a ValueError naming sigmas."""
     space = resolve(space)
     s = check_sigmas(sigmas, space)

@@ -100,7 +100,7 @@ def test_scheduled_cfg_skips_uncond_outside_pulse_and_matches_constant():
     x_box, _, _, _, unc_box = guided_sample(p, Interval(3.0, 3.0, 0.0, math.inf), seeds, steps=12)
     torch.testing.assert_close(x_box, x_const)
     x_pulse, _, run_p, cond_calls, unc_p = guided_sample(p, Pulse("cosine", 3.0, 1.0, 0.7), seeds, steps=12)
-    assert cond_calls == 12 and run_p.probe_calls == 4 and unc_p < 12 + 4
+    assert cond_calls == 12 and int(run_p.probe.taken.max()) <= 1 + 4 and unc_p < 12 + run_p.probe_calls
     assert abs(float(run_p.sigma_c.median()) / p.speciation_level() - 1) < 0.25
     acc1 = metrics(p, guided_sample(p, Interval(1.0, 1.0), seeds, steps=12)[0], labels)[0]
     assert metrics(p, x_pulse, labels)[0] > acc1 + 0.05 and metrics(p, x_const, labels)[0] > acc1 + 0.05
