@@ -4,7 +4,7 @@ Per problem, parametrisation and call budget K: the solver is calibrated (sample
 calibration seeds, then run on evaluation seeds (disjoint) against the exact ODE solution; the baseline is
 the best of every bench contender (lab/bench.py: the pack's exp_* solvers, k-diffusion's, and ComfyUI's
 when COMFYUI_PATH is set) x karras and exponential at the same budget and seeds. Besides the lab problems,
-three built here that took no part in choosing the solver's constants (HELD_OUT).
+the bench's held-out problems that took no part in choosing the solver's constants (HELD_OUT).
 """
 import json
 import math
@@ -18,17 +18,10 @@ from .. import bench, problems
 from ..runner import mean_ci, rms_error, schedule_range
 
 
-HELD_OUT = {
-    "gaussian96": lambda: problems.named(problems.Gaussian(shape=(96,), lam_min=1e-3, lam_max=30.0, seed=7),
-                                         "gaussian96"),
-    "mixture6x32": lambda: problems.named(problems.Mixture(dim=32, components=6, classes=3, spread=1.5,
-                                                           lam_range=(0.01, 0.3), seed=7), "mixture6x32"),
-    "memorise40x16": lambda: problems.named(problems.Mixture(dim=16, components=40, classes=4, spread=1.0,
-                                                             lam_range=(1e-4, 1e-3), seed=7), "memorise40x16"),
-}
-"""A 96-D Gaussian with eigenvalues 1e-3..30, a 6-component 32-D mixture and a near-memorising 40-point
-16-D mixture (component variances 1e-4..1e-3): exact denoisers as in lab/problems.py."""
-PROBLEMS = {**problems.PROBLEMS, **HELD_OUT}
+HELD_OUT = tuple(p for p in bench.HELD_OUT if p not in ("mixture_cond",) + problems.TRAINED)
+"""The bench's held-out problems (lab/bench.py) that no choice of the solver saw: a 96-D Gaussian with
+eigenvalues 1e-3..30, a 6-component 32-D mixture and a near-memorising 40-point 16-D mixture (component
+variances 1e-4..4e-4); mixture_cond runs with the lab problems, the trained network in the bench."""
 
 
 def best_baselines(problem, space, nfes, seeds, comfy_path=None):
@@ -92,7 +85,8 @@ def markdown(rows, target=0.5):
 def add_parser(sub):
     p = sub.add_parser("calibrated", help="the calibrated solver vs the best baseline pipeline on held-out seeds")
     p.add_argument("--out", default="docs/calibrated", help="output folder (default: %(default)s)")
-    p.add_argument("--problems", nargs="+", default=sorted(PROBLEMS), choices=sorted(PROBLEMS))
+    p.add_argument("--problems", nargs="+", default=[p for p in sorted(problems.PROBLEMS) if p not in problems.TRAINED],
+                   choices=sorted(problems.PROBLEMS))
     p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
     p.add_argument("--seeds", type=int, default=16, help="evaluation seeds 0..N-1 (default: %(default)s)")
@@ -110,7 +104,7 @@ def cmd_calibrated(args):
     rows = []
     for name in args.problems:
         for space in args.spaces:
-            rows += evaluate(PROBLEMS[name](), space, args.nfe, range(args.seeds),
+            rows += evaluate(problems.make(name), space, args.nfe, range(args.seeds),
                              range(1000, 1000 + args.cal_seeds), comfy)
             print(markdown(rows[-len(args.nfe):]).split("\n\n")[0], flush=True)
     table = markdown(rows)
