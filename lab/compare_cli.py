@@ -3,7 +3,6 @@
 solution, pictures for image-like problems, a convergence sweep and a trajectory inspection."""
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from ..samplers import REGISTRY as SAMPLERS

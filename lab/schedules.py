@@ -60,7 +60,7 @@ def markdown(rows):
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         needs = f"{r['karras_needs']}" if r["karras_needs"] else f"> {4 * r['calls']}"
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else f"> 4x"
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "> 4x"
         lines.append(f"| {r['problem']} | {r['space']} | {r['calls']} | {r['calibrated']:.2e} | {r['karras_same']:.2e} | "
                      f"{needs} | {ratio} | {r['cal_calls']} calls, {r['cal_seconds']:.1f} s |")
     return "\n".join(lines)

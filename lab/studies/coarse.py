@@ -215,4 +215,4 @@ def cmd(args):
 
 def add_study(sub):
     critical.trajectory_parser(sub, "coarse", "coarse to fine: energy per frequency band of the x0 prediction against "
-                                              "sigma, where each band settles, and the critical level (issue 14.5)", cmd)
+                                              "sigma, where each band settles, and the critical level", cmd)

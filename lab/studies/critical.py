@@ -574,4 +574,4 @@ def trajectory_parser(sub, name, help, fn):
 
 def add_study(sub):
     trajectory_parser(sub, "critical", "critical phenomena along the reverse process: mode response, correlation "
-                                       "length, class commitment, and the pack's sigma_c detector (issue 14.1)", cmd)
+                                       "length, class commitment, and the pack's sigma_c detector", cmd)

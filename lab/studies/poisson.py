@@ -234,7 +234,7 @@ def markdown(results, reps, count):
             rows = res[part]
             for key, metric in (("sw1", "SW1"), ("modes", "TV")):
                 lines += [f"(b) {metric} vs {label}, each model sampled at its own D (route at_D)", "",
-                          f"| D | " + " | ".join(f"{x:g}" for x in xs) + " |", "|---|" + "---|" * len(xs)]
+                          "| D | " + " | ".join(f"{x:g}" for x in xs) + " |", "|---|" + "---|" * len(xs)]
                 for D in Ds:
                     lines.append(f"| {_D(D)} | " + " | ".join(_cell(lookup(rows, D_model=D, **{x_key: x}), key)
                                                           for x in xs) + " |")
