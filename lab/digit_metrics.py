@@ -10,12 +10,19 @@ import torch
 from torch import nn
 
 from . import classifier
+from .metrics import bias_shifted_ci
+
+
+def classify(x, path=classifier.WEIGHTS, chunk=2048):
+    """The classifier's labels [N] of images x [N, 1, 16, 16], `chunk` images at a time."""
+    net = classifier.network(path)
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + chunk].float()).argmax(1) for i in range(0, len(x), chunk)])
 
 
 def correct(x, labels, path=classifier.WEIGHTS):
     """Per image of x [N, 1, 16, 16]: whether the classifier assigns it its label (labels [N]); bool [N]."""
-    with torch.no_grad():
-        return classifier.network(path)(x.float()).argmax(1) == torch.as_tensor(labels)
+    return classify(x, path) == torch.as_tensor(labels)
 
 
 def accuracy(x, labels, path=classifier.WEIGHTS):
@@ -67,11 +74,10 @@ def frechet(fa, fb, boot=200, seed=0):
     and a resample's estimate once more, so the percentile interval of the replicates F*_b is shifted
     by the bootstrap bias estimate mean(F*) - F (Efron & Tibshirani 1993, Sec. 10.2) to lie around F."""
     g = torch.Generator().manual_seed(seed)
-    reps = sorted(distance(fa[torch.randint(len(fa), (len(fa),), generator=g)],
-                       fb[torch.randint(len(fb), (len(fb),), generator=g)]) for _ in range(boot))
+    reps = [distance(fa[torch.randint(len(fa), (len(fa),), generator=g)],
+                     fb[torch.randint(len(fb), (len(fb),), generator=g)]) for _ in range(boot)]
     value = distance(fa, fb)
-    bias = sum(reps) / boot - value
-    return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)
+    return value, bias_shifted_ci(reps, value)
 
 
 def frechet_ratio(fa, fb, ref, boot=200, seed=0):
@@ -88,7 +94,5 @@ def frechet_ratio(fa, fb, ref, boot=200, seed=0):
     for _ in range(boot):
         i, j = torch.randint(len(fa), (len(fa),), generator=g), torch.randint(len(ref), (len(ref),), generator=g)
         reps.append(distance(fa[i], ref[j]) / distance(fb[i], ref[j]))
-    reps.sort()
     value = distance(fa, ref) / distance(fb, ref)
-    bias = sum(reps) / boot - value
-    return value, (reps[int(0.025 * (boot - 1))] - bias, reps[int(math.ceil(0.975 * (boot - 1)))] - bias)
+    return value, bias_shifted_ci(reps, value)

@@ -94,6 +94,22 @@ def mean_ci_t(v, level=0.95):
     return float(v.mean()), t_quantile(0.5 + level / 2, n - 1) * float(v.std()) / math.sqrt(n)
 
 
+def percentile_ci(reps, level=0.95):
+    """(lo, hi): the bootstrap percentile interval of replicates `reps` (any order), the sorted replicates at
+    ranks floor((1 - level)/2 (n - 1)) and ceil((1 + level)/2 (n - 1))."""
+    r = sorted(reps)
+    return r[int((1 - level) / 2 * (len(r) - 1))], r[math.ceil((1 + level) / 2 * (len(r) - 1))]
+
+
+def bias_shifted_ci(reps, value, level=0.95):
+    """(lo, hi): `percentile_ci` shifted by the bootstrap bias estimate mean(reps) - value (Efron & Tibshirani
+    1993, Sec. 10.2), so that the interval of a biased estimator lies around `value`."""
+    r = sorted(reps)
+    bias = sum(r) / len(r) - value
+    lo, hi = percentile_ci(r, level)
+    return lo - bias, hi - bias
+
+
 def paired(a, b, level=0.95):
     """Paired comparison of per-sample values a and b (same seeds): mean of a - b, its t-interval
     half-width, and how many samples have a < b."""
@@ -150,6 +166,4 @@ def ratio_boot(a, b, boot=1000, seed=0, level=0.95):
     if float(b.sum()) == 0:
         raise ValueError("b must not average to 0 (the ratio's denominator)")
     idx = torch.randint(len(a), (boot, len(a)), generator=torch.Generator().manual_seed(seed))
-    reps = (a[idx].mean(1) / b[idx].mean(1)).sort().values
-    lo, hi = (1 - level) / 2, (1 + level) / 2
-    return float(a.mean() / b.mean()), (float(reps[int(lo * (boot - 1))]), float(reps[math.ceil(hi * (boot - 1))]))
+    return float(a.mean() / b.mean()), percentile_ci((a[idx].mean(1) / b[idx].mean(1)).tolist(), level)

@@ -13,14 +13,13 @@ measured here on the unconditional trajectories (the first COMMIT_TRAJ of them) 
 TOL (10%) was fixed before measuring; the reported runs use seeds from lab/digits_lab.EVAL_SEED0 on.
 """
 import json
-import math
 import time
 
 import torch
 
 from .. import digits, images, trained
 from ..digits_lab import EVAL_SEED0
-from ..metrics import band_energies, band_edges
+from ..metrics import band_edges, band_energies, percentile_ci
 from . import critical, output
 
 F64 = torch.float64
@@ -54,8 +53,8 @@ def settle(levels, rel, tol=TOL):
 def median_ci(v, boot=400, seed=0):
     """[median, lo, hi]: the median of v [B] and its 95% percentile-bootstrap interval."""
     g = torch.Generator().manual_seed(seed)
-    reps = sorted(float(v[torch.randint(len(v), (len(v),), generator=g)].median()) for _ in range(boot))
-    return [float(v.median()), reps[int(0.025 * (boot - 1))], reps[int(math.ceil(0.975 * (boot - 1)))]]
+    reps = [float(v[torch.randint(len(v), (len(v),), generator=g)].median()) for _ in range(boot)]
+    return [float(v.median()), *percentile_ci(reps)]
 
 
 def inspect(seeds, levels, cond=None, cfg=trained.DEFAULT_CFG, boot=400):

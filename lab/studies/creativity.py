@@ -22,7 +22,6 @@ import time
 import torch
 
 from .. import digit_metrics, digits, els, images, trained
-from ..classifier import network as classifier_net
 from ..digits_lab import EVAL_SEED0, start
 from ..reference_models import _digits
 from ..runner import rms_error, schedule_range
@@ -126,7 +125,7 @@ def study(seeds, steps, per_class=None, cfg=1.0, sampler="dpmpp_2m", schedule="k
     novel = {name: novelty(x, train, f_train) for name, x in samples.items()}
     novel["heldout"] = novelty(held, train, f_train)
     with torch.no_grad():
-        pred = {name: classifier_net()(x.float()).argmax(1) for name, x in samples.items()}
+        pred = {name: digit_metrics.classify(x) for name, x in samples.items()}
     same = int((pred["els"] == pred["network"]).sum())
     levels = sigmas[:-1]
     r2_local = bootstrap(local.T, median, boot)

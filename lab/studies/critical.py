@@ -37,9 +37,9 @@ from ...samplers.critical import probe_sigma_c, sigma_c_from_data
 from ...samplers.guidance import Pulse, ScheduledCFG
 from ...schedulers import REGISTRY as SCHEDULERS
 from .. import digit_metrics, digits, trained
-from ..classifier import network as classifier_net
+from ..digit_metrics import classify
 from ..digits_lab import EVAL_SEED0
-from ..metrics import band_edges
+from ..metrics import band_edges, percentile_ci
 from . import output
 
 F64 = torch.float64
@@ -119,13 +119,6 @@ def trajectories(model, seeds, levels, substeps=SUBSTEPS, sampler="heun", dtype=
     return {"states": torch.stack([seen[i][0] for i in where]), "x0": torch.stack([seen[i][1] for i in where]),
             "final": final, "all_x0": torch.stack([seen[i][1] for i in sorted(seen)]),
             "all_levels": [sigmas[i] for i in sorted(seen)], "sigmas": sigmas, "where": where}
-
-
-def classify(x, chunk=2048):
-    """The classifier's labels of images x [B, 1, 16, 16]."""
-    net = classifier_net()
-    with torch.no_grad():
-        return torch.cat([net(x[i:i + chunk].float()).argmax(1) for i in range(0, len(x), chunk)])
 
 
 def band_probes(n_probes, seed=0, size=digits.SIZE, bands=BANDS):
@@ -269,10 +262,8 @@ def bootstrap(levels, per, extra=None, boot=400, seed=0):
             reps[k].append(r[k])
 
     def interval(vals):
-        vals = sorted(v for v in vals if v is not None)
-        if not vals:
-            return None
-        return [vals[int(0.025 * (len(vals) - 1))], vals[int(math.ceil(0.975 * (len(vals) - 1)))]]
+        vals = [v for v in vals if v is not None]
+        return list(percentile_ci(vals)) if vals else None
 
     out = {k: {"sigma_c": point[k], "ci": interval(reps[k]), "undefined": sum(v is None for v in reps[k]) / boot}
            for k in point}

@@ -34,6 +34,8 @@ from ...samplers.critical import estimate_sigma_c
 from ...samplers.guidance import GAUSS_CUT, Interval, Pulse, combine, weight
 from ...schedulers import REGISTRY as SCHEDULERS
 from .. import classifier, digit_metrics, digits, digits_lab, trained
+from ..digit_metrics import classify
+from ..metrics import bias_shifted_ci
 from ..runner import schedule_range
 from . import output
 
@@ -124,11 +126,6 @@ def sample(schedule, labels, seeds, centres=None):
     with torch.no_grad():
         x0 = SAMPLERS[SAMPLER].fn(model, digits_lab.start(seeds), sigmas(), disable=True)
     return x0, model.calls + torch.zeros(len(labels), dtype=torch.int64)
-
-
-def classify(x):
-    with torch.no_grad():
-        return classifier.network()(x.float()).argmax(1)
 
 
 def crossing(levels, p, target):
@@ -247,11 +244,10 @@ def variance_ratio(f, labels, f_real, y_real):
 def shifted_interval(reps, value):
     """The bootstrap percentile 95% interval of `value`, shifted by the bootstrap bias mean(reps) - value (as
     digit_metrics.frechet); NaN replicates (a matched accuracy not reached) are left out."""
-    r = sorted(v for v in reps if math.isfinite(v))
+    r = [v for v in reps if math.isfinite(v)]
     if len(r) < 2 or not math.isfinite(value):
         return math.nan, math.nan
-    bias = sum(r) / len(r) - value
-    return r[int(0.025 * (len(r) - 1))] - bias, r[int(math.ceil(0.975 * (len(r) - 1)))] - bias
+    return bias_shifted_ci(r, value)
 
 
 @dataclass
