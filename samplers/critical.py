@@ -69,8 +69,8 @@ class JVPProbe:
     sigma <= WINDOW * its latest estimate (the least extrapolated one), so the probes walk down to the informative
     window; at most 1 + `probes` per sample (the aligning one and `probes` more), none after a g >= 1/2. A sample without an informative probe keeps the
     largest Lambda_hat of its probes (the former rule, also the provisional estimate a guidance pulse uses before
-    the first informative probe). `measured` [B]: some probe had g < 1/2 (elsewhere the estimate is only the bound);
-    `informative` [B]: some probe was informative. Each sample's estimate depends on that sample alone.
+    the first informative probe). `measured` [B]: some probe had g < 1/2 (elsewhere the estimate is only the bound).
+    Each sample's estimate depends on that sample alone.
     """
 
     def __init__(self, space="ve", probes=4, scale=0.1):
@@ -136,11 +136,6 @@ class JVPProbe:
     def sigma_c(self):
         """Per-sample sigma_c = sqrt(Lambda_hat) (VE units) [B] float64, or None before the first probe."""
         return None if self.lam_hat is None else self.lam_hat.sqrt()
-
-    @property
-    def informative(self):
-        """Per sample, whether some probe was informative [B] bool, or None before the first probe."""
-        return None if self.useful is None else self.useful > 0
 
     @property
     def finished(self) -> bool:
