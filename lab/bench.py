@@ -458,9 +458,10 @@ def plot(records, path, target=0.5):
 
 def merged(records, paths, seeds):
     """records plus, from earlier bench.json files run with the same evaluation seeds (a list), the records of
-    contenders that `records` lacks on its (problem, space, schedule, NFE) cells; a file with other seeds is a
-    ValueError."""
+    contenders that `records` lacks on its (problem, space, schedule, NFE) cells (a calibrated pipeline's on
+    its (problem, space, NFE), whatever the schedule); a file with other seeds is a ValueError."""
     cells, labels = {(r.problem, r.space, r.schedule, r.budget) for r in records}, {r.sampler for r in records}
+    cells |= {(p, sp, CALIBRATED, nfe) for p, sp, _, nfe in cells}
     out = list(records)
     for path in paths:
         meta = json.loads(Path(path).read_text())

@@ -137,6 +137,15 @@ def test_merge_adds_missing_contenders_on_the_same_cells(tmp_path):
         bench.merged([], [tmp_path / "b.json"], [0, 1])
 
 
+def test_merge_carries_calibrated_records_on_the_cells_nfe(tmp_path):
+    """A calibrated pipeline's schedule is its own ("calibrated"): it is merged on its (problem, space, NFE)."""
+    cal = Record("gaussian", "ve", "calibrated", bench.CALIBRATED, 5, 5, 5, 0.1, 0.0, 0.0)
+    other = Record("gaussian", "ve", "calibrated", bench.CALIBRATED, 8, 8, 8, 0.1, 0.0, 0.0)
+    report.write_json([cal, other], tmp_path / "c.json", seeds=[0])
+    out = bench.merged([Record("gaussian", "ve", "adams-2", "karras", 5, 5, 5, 1.0, 0.0, 0.0)], [tmp_path / "c.json"], [0])
+    assert sorted((r.sampler, r.budget) for r in out) == [("adams-2", 5), ("calibrated", 5)]
+
+
 def test_adams_corrector_damps_a_collapsed_posterior():
     """Near-memorising data (6 points in 4-D, variances 1e-4..4e-4; not a bench problem), VE from sigma = 80:
     where the posterior has collapsed, v = (z - D)/t is stiff, and the corrector solved for v's linear part
