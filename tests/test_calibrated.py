@@ -9,7 +9,7 @@ import torch
 from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
 from samplerlab.samplers import REGISTRY as SAMPLERS
-from samplerlab.samplers.calibrated import BUDGET, Calibrated, calibrate_solver, conditions, history_sizes
+from samplerlab.samplers.calibrated import BUDGET, Calibrated, calibrate_solver, conditions, history_sizes, refine
 from samplerlab.samplers.space import resolve
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
 
@@ -53,6 +53,25 @@ def test_every_step_is_first_order_consistent(cal5):
     x = 80.0 * torch.randn(3, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = cal.sample(lambda x, s: c0.expand_as(x), x, disable=True)
     torch.testing.assert_close(out, c0.expand_as(out), atol=1e-9, rtol=0)
+
+
+def test_refine_finds_the_best_levels_within_its_budget():
+    """refine's pattern search on a separable error (distance of the path to the best one, grid of 100 levels)
+    reaches the best path and stops when the budget is spent, keeping the levels strictly descending."""
+    best_path, trials = [0, 13, 40, 71, 99], []
+
+    def fitted(label, path):
+        trials.append(path)
+        assert all(a < b for a, b in zip(path, path[1:])) and path[0] == 0 and path[-1] == 99
+        return Calibrated("ve", [100.0 - j for j in path[:-1]] + [0.0], [], schedule=label, meta={"path": path},
+                          fit_error=sum((a - b) ** 2 for a, b in zip(path, best_path)))
+
+    start = fitted("start", [0, 20, 45, 60, 99])
+    out = refine(start, fitted, lambda: len(trials) < 200)
+    assert out.meta["path"] == best_path and out.schedule == "start + refined" and len(trials) < 200
+    trials.clear()
+    out = refine(start, fitted, lambda: len(trials) < 3)
+    assert len(trials) == 3 and out.fit_error < start.fit_error
 
 
 @pytest.mark.parametrize("space", ["ve", "flow"])
@@ -126,8 +145,10 @@ def test_reference_that_does_not_converge_is_reported():
 def test_progress_reports_stages_and_may_cancel():
     x, _ = PROBLEM.draw([0], "ve")
     stages = []
-    calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 3, progress=lambda st, done, total: stages.append(st))
-    assert {"reference", "check", "fit"} <= set(stages)
+    calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 3, progress=lambda *a: stages.append(a))
+    assert {"reference", "check", "fit"} <= {st for st, _, _ in stages}
+    fit = [(done, total) for st, done, total in stages if st == "fit"]
+    assert [d for d, _ in fit] == sorted(d for d, _ in fit) and fit[-1][1] - 3 < fit[-1][0] <= fit[-1][1]
 
     def cancel(stage, done, total):
         if stage == "fit":

@@ -90,7 +90,7 @@ def add_parser(sub):
     p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
     p.add_argument("--seeds", type=int, default=16, help="evaluation seeds 0..N-1 (default: %(default)s)")
-    p.add_argument("--cal-seeds", type=int, default=8, help="calibration seeds, from 1000 (default: %(default)s)")
+    p.add_argument("--cal-seeds", type=int, default=32, help="calibration seeds, from 1000 (default: %(default)s)")
     p.set_defaults(fn=cmd_calibrated)
 
 
