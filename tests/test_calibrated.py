@@ -74,6 +74,26 @@ def test_refine_finds_the_best_levels_within_its_budget():
     assert len(trials) == 3 and out.fit_error < start.fit_error
 
 
+def test_a_seed_gone_to_another_mode_does_not_set_the_fit(monkeypatch):
+    """fit_step on 8 seeds whose targets follow one consistent step, one of them displaced by 50 (a start that
+    went to another mode): with the robust weights the fit stays near the true step; plain least squares
+    does not."""
+    from samplerlab.samplers import calibrated as cal_mod
+
+    space, s, gen = resolve("ve"), [80.0, 10.0, 1.0, 0.1, 0.0], torch.Generator().manual_seed(0)
+    xs = [torch.randn(8, 16, generator=gen, dtype=torch.float64) * v for v in (10.0, 80.0)]
+    ds = [torch.randn(8, 16, generator=gen, dtype=torch.float64) for _ in range(2)]
+    c, _ = conditions(space, s, 1, 2, 2)
+    true = cal_mod.base_step(space, s, 1, 2, 2) + cal_mod.null_basis(c) @ np.array([0.02, -0.03])
+    target = cal_mod.combine(true, 2, xs, ds)
+    target[3] += 50.0
+    robust = cal_mod.fit_step(space, s, 1, xs, ds, target)
+    assert cal_mod.robust_weights(np.array([1.0, 1.2, 0.8, 30.0])).tolist() == pytest.approx([1, 1, 1, 3 * 1.1 / 30])
+    monkeypatch.setattr(cal_mod, "robust_weights", lambda r: np.ones_like(r))
+    plain = cal_mod.fit_step(space, s, 1, xs, ds, target)
+    assert np.abs(robust - true).max() < 0.25 * np.abs(plain - true).max()
+
+
 @pytest.mark.parametrize("space", ["ve", "flow"])
 def test_held_out_error_below_half_of_dpmpp_2m(space):
     cal, _ = calibrated(space, nfe=6)
