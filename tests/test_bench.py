@@ -67,6 +67,17 @@ def test_default_target_line():
     assert "geometric mean 1.22 (target <= 1.0), worst 3.00 (target <= 2.0) over 2 cells: target not met" in text
 
 
+def test_calibrated_pipeline_is_compared_with_dpmpp_2m_on_its_best_schedule():
+    """A calibrated record has its own schedule: it beats k:dpmpp_2m where it is below dpmpp_2m's best schedule;
+    a group with no problems shows '-', not nan."""
+    def rec(sampler, schedule, error):
+        return bench.Record("digits", "ve", sampler, schedule, 5, 5, 5, error, 0.0, 0.0)
+    records = [rec("cal", bench.CALIBRATED, 1.0), rec("k:dpmpp_2m", "karras", 2.0), rec("k:dpmpp_2m", "exponential", 1.5)]
+    assert "| cal | 0.67 | 0.67 | - | 0.67 | 0 of 1 | 1 of 1 |" in bench.summary(records, nfes=(5,))
+    records[0] = rec("cal", bench.CALIBRATED, 1.6)
+    assert "| cal | 1.07 | 1.07 | - | 1.07 | 0 of 1 | 0 of 1 |" in bench.summary(records, nfes=(5,))
+
+
 def test_demo_tables_are_by_counted_calls():
     records = run_grid(problems.Gaussian(shape=(4,)), registry_contenders(["heun", "exp_adaptive"]), ("karras",),
                        (5, 9), range(2))
