@@ -105,7 +105,7 @@ def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
             "| 5.00e-01 | yes |") in text
     assert "| 6 | exp_pc-2 | 2.00e+00 | k:euler | 2.50e+00 | 0.80 | no | 1.50e+00 | no |" in text
     assert "met in 1 of 2 cells. In 1 of them" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
-    assert "| exp_pc-2 | 0.52 | 0.80 | 0.52 | nan | 1 of 2 | 2 of 2 |" in text
+    assert "| exp_pc-2 | 0.52 | 0.80 | 0.52 | - | 1 of 2 | 2 of 2 |" in text
     assert bench.BOUND not in text.split("geo. mean ratio")[1]
     bench.plot(records, tmp_path / "r.png")
     assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
