@@ -16,7 +16,8 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
    it is a ValueError giving the figure.
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
    `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
-   (no Jacobian gain: the reference makes one call per level), then the Karras / polyexponential FAMILIES.
+   (no Jacobian gain: the reference makes one call per level), then Karras and polyexponential levels with
+   their rho chosen by golden-section search (FAMILIES, FAMILY_TRIALS fits each).
 3. Fit, per candidate (nfe real calls): the solver runs on the calibration starts; at step i, with the real
    D_i in hand, theta = theta_base + N z (N an orthonormal basis of the null space of the two conditions,
    theta_base the exp_multistep step of order <= 3) minimises, in closed form,
@@ -56,13 +57,9 @@ PREDICTIONS = 4
 BASE_ORDER = 3
 ROBUST = 3.0
 RIDGE = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e3)
-FAMILIES = [("karras", {"rho": 7.0}), ("polyexponential", {"rho": 1.0}), ("karras", {"rho": 4.0}),
-            ("polyexponential", {"rho": 2.0}), ("karras", {"rho": 10.0}), ("karras", {"rho": 2.5}),
-            ("polyexponential", {"rho": 1.5}), ("polyexponential", {"rho": 3.0}), ("karras", {"rho": 5.5}),
-            ("karras", {"rho": 14.0}), ("karras", {"rho": 3.2}), ("polyexponential", {"rho": 1.25}),
-            ("polyexponential", {"rho": 1.75}), ("polyexponential", {"rho": 2.5}), ("karras", {"rho": 8.5}),
-            ("karras", {"rho": 2.0}), ("polyexponential", {"rho": 4.0}), ("karras", {"rho": 20.0})]
-"""Level families tried (in this order, as many as the call budget allows after the reference)."""
+FAMILIES = {"karras": (1.0, 20.0), "polyexponential": (0.5, 4.0)}
+"""Level families and the range of their rho, searched by `golden` section in log rho."""
+FAMILY_TRIALS = 6
 FORMAT = "samplerlab.calibrated_solver/1"
 
 
@@ -289,21 +286,21 @@ def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progr
     return grid.tolist(), states, ref
 
 
-def candidates(ref, grid, nfe, space, sigma_min, sigma_max):
-    """Candidate level paths (grid indices): the surrogate's dynamic-programming schedule, then FAMILIES."""
-    out = []
-    try:
-        path, _ = reference_tools.search(ref, "exp_multistep", nfe, space.name)
-        out.append(("search", list(path)))
-    except (ValueError, KeyError):
-        pass
-    for name, opts in FAMILIES:
-        levels = SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, **opts).tolist()
-        path = snap(grid, levels)
-        label = f"{name}(rho={opts['rho']:g})"
-        if path is not None and all(path != p for _, p in out):
-            out.append((label, path))
-    return out
+def golden(f, lo, hi, trials):
+    """Golden-section search for the least f(rho), rho in [lo, hi], in log rho, with `trials` >= 2 evaluations."""
+    g = (math.sqrt(5) - 1) / 2
+    a, b = math.log(lo), math.log(hi)
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(math.exp(c)), f(math.exp(d))
+    for _ in range(trials - 2):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(math.exp(d))
 
 
 def refine(best, fitted, affordable):
@@ -358,10 +355,11 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
         raise ValueError(f"the reference solve does not converge: |x_{reference_calls} - x_{reference_calls // 2}| "
                          f"(end states of {reference_calls} and {reference_calls // 2} calls) is {ref_error:.3g} of |x|, "
                          f"above {REFERENCE_TOLERANCE}")
-    used = counter[0]
-    options = candidates(ref, grid, nfe, space, sigma_min, sigma_max)[:max(1, (BUDGET - used) // nfe)]
+    used, tried = counter[0], {}
 
     def fitted(label, path):
+        if tuple(path) in tried:
+            return tried[tuple(path)]
         levels = [grid[j] for j in path]
         cal = Calibrated(space.name, levels, [], schedule=label, meta={"path": list(path)})
 
@@ -377,14 +375,29 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
             raise ValueError(f"the calibrated solver's end state is not finite for the {label} levels")
         if progress is not None:
             progress("fit", counter[0] - used, BUDGET - used)
+        tried[tuple(path)] = cal
         return cal
 
-    best = min((fitted(label, path) for label, path in options), key=lambda c: c.fit_error)
+    def family(name):
+        def error(rho):
+            path = snap(grid, SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, rho=rho).tolist())
+            if path is None or (tuple(path) not in tried and BUDGET - counter[0] < nfe and tried):
+                return math.inf
+            return fitted(f"{name}(rho={rho:.3g})", path).fit_error
+        return error
+
+    try:
+        fitted("search", reference_tools.search(ref, "exp_multistep", nfe, space.name)[0])
+    except (ValueError, KeyError):
+        pass
+    for name, (lo, hi) in FAMILIES.items():
+        golden(family(name), lo, hi, FAMILY_TRIALS)
+    best = min(tried.values(), key=lambda c: c.fit_error)
     best = refine(best, fitted, lambda: BUDGET - counter[0] >= nfe)
     if progress is not None:
         progress("fit", BUDGET - used, BUDGET - used)
     best.model_calls, best.reference_error = counter[0], ref_error
     best.seconds = time.perf_counter() - t0
-    best.meta = {"seeds": int(x_T.shape[0]), "reference_calls": reference_calls, "candidates": len(options)}
+    best.meta = {"seeds": int(x_T.shape[0]), "reference_calls": reference_calls, "candidates": len(tried)}
     check(best)
     return best

@@ -9,7 +9,7 @@ import torch
 from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
 from samplerlab.samplers import REGISTRY as SAMPLERS
-from samplerlab.samplers.calibrated import BUDGET, Calibrated, calibrate_solver, conditions, history_sizes, refine
+from samplerlab.samplers.calibrated import BUDGET, Calibrated, calibrate_solver, conditions, golden, history_sizes, refine
 from samplerlab.samplers.space import resolve
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
 
@@ -53,6 +53,18 @@ def test_every_step_is_first_order_consistent(cal5):
     x = 80.0 * torch.randn(3, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = cal.sample(lambda x, s: c0.expand_as(x), x, disable=True)
     torch.testing.assert_close(out, c0.expand_as(out), atol=1e-9, rtol=0)
+
+
+def test_golden_section_narrows_to_the_least_rho_in_its_trials():
+    seen = []
+
+    def f(rho):
+        seen.append(rho)
+        return (math.log(rho) - math.log(3.0)) ** 2
+
+    golden(f, 1.0, 20.0, 12)
+    assert len(seen) == 12 and all(1.0 <= r <= 20.0 for r in seen)
+    assert min(seen, key=f) == pytest.approx(3.0, rel=0.02)
 
 
 def test_refine_finds_the_best_levels_within_its_budget():
