@@ -10,10 +10,10 @@ d = (x - D)/sigma, which mixes states and predictions) are all of this form.
 
 Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds batched):
 1. Reference: exp_multistep of order REFERENCE_ORDER over a Karras grid of REFERENCE_CALLS levels, its
-   states x*(s_j) recorded at every level (1e-5 to 2e-4 of the data's scale from the exact solution on the
-   lab problems, VE and flow), in the form of `calibrate.Reference` for its level search; a second solve at
-   half the calls checks it: when their end states differ by more than REFERENCE_TOLERANCE (RMS, relative)
-   it is a ValueError giving the figure.
+   states x*(s_j) recorded at every level, in the form of `calibrate.Reference` for its level search; a
+   second solve at half the calls checks it: when their end states differ by more than REFERENCE_TOLERANCE
+   (RMS, relative) it is a ValueError giving the figure (`reference_error`: 2e-4 to 1.8e-3 on the lab
+   problems, docs/calibrated).
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
    `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
    (no Jacobian gain: the reference makes one call per level), then Karras and polyexponential levels with
@@ -357,6 +357,9 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
                          f"above {REFERENCE_TOLERANCE}")
     used, tried = counter[0], {}
 
+    def affordable():
+        return BUDGET - counter[0] >= nfe
+
     def fitted(label, path):
         if tuple(path) in tried:
             return tried[tuple(path)]
@@ -381,7 +384,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     def family(name):
         def error(rho):
             path = snap(grid, SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, rho=rho).tolist())
-            if path is None or (tuple(path) not in tried and BUDGET - counter[0] < nfe and tried):
+            if path is None or (tuple(path) not in tried and not affordable()):
                 return math.inf
             return fitted(f"{name}(rho={rho:.3g})", path).fit_error
         return error
@@ -393,7 +396,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     for name, (lo, hi) in FAMILIES.items():
         golden(family(name), lo, hi, FAMILY_TRIALS)
     best = min(tried.values(), key=lambda c: c.fit_error)
-    best = refine(best, fitted, lambda: BUDGET - counter[0] >= nfe)
+    best = refine(best, fitted, affordable)
     if progress is not None:
         progress("fit", BUDGET - used, BUDGET - used)
     best.model_calls, best.reference_error = counter[0], ref_error
