@@ -11,7 +11,6 @@ the model's percent_to_sigma at 257 equal steps of the schedule; null means Comf
 until a run has reported the real one. Input is checked as the nodes check it (known names, bounded steps,
 finite numbers); a bad request gets a 400 whose body says why.
 """
-import math
 
 import torch
 

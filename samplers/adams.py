@@ -32,15 +32,17 @@ ones. Here every polynomial is in the step index u, the variable in which the sc
 Chosen on the development problems (lab/bench.py DEVELOPMENT) among: view VE or flow; polynomial variable
 sigma, log sigma, t or the step index; order 2-4; corrector on the warm-up steps or on every step; velocity
 at the predicted or the corrected state (the flow view, the index and the corrector on every step won by wide
-margins); then the corrector explicit or solved for v's linear part (solved won), the history's velocity at the
-predicted state or at the corrected one with D frozen (predicted won: the Gaussians' D follows z), the
-predictor's order chosen per step by which order would have landed nearer the corrected state (no gain), and
-the level polynomial kept monotone in the predictor too (better on the development problems, worse on the
-held-out ones, so not shipped). q = 3 is an option, not the default: it does not show its proven order on the
-contract's grids, and with the solved corrector it scores below q = 2 on the development problems too.
+margins, on gaussian, mixture and field); then the corrector explicit or solved for v's linear part (solved won,
+on memorise16), the predictor's order chosen per step by which order would have landed nearer the corrected
+state (no gain), the level polynomial kept monotone in the predictor too (better on gaussian, mixture and
+field, worse on gaussian96 and mixture32, so not shipped), and the history's velocity at the predicted state
+(shipped) or at the corrected one, v(z_c) = v(z_p) + (I - dD/dz) delta / t with dD/dz taken as 0, as a fixed
+fraction, or from Stein's identity E|x - D|^2 = sigma^2 (N - tr dD/dx) or secants between calls: each helped on
+memorise16 and lost on the Gaussians, whose corrections delta lie where D follows z; only dD/dz along delta,
+a Jacobian-vector product (another call), would choose. q = 3 is an option, not the default: it does not show
+its proven order on the contract's grids, and with the solved corrector it scores below q = 2 on the development problems too.
 Reported on held-out problems that took no part (docs/convergent, `held-out` column). The last step to 0 is DDIM.
 """
-import math
 
 import numpy as np
 
