@@ -37,10 +37,13 @@ on memorise16), the predictor's order chosen per step by which order would have 
 state (no gain), the level polynomial kept monotone in the predictor too (better on gaussian, mixture and
 field, worse on gaussian96 and mixture32, so not shipped), and the history's velocity at the predicted state
 (shipped) or at the corrected one, v(z_c) = v(z_p) + (I - dD/dz) delta / t with dD/dz taken as 0, as a fixed
-fraction, or from Stein's identity E|x - D|^2 = sigma^2 (N - tr dD/dx) or secants between calls: each helped on
-memorise16 and lost on the Gaussians, whose corrections delta lie where D follows z; only dD/dz along delta,
-a Jacobian-vector product (another call), would choose. q = 3 is an option, not the default: it does not show
-its proven order on the contract's grids, and with the solved corrector it scores below q = 2 on the development problems too.
+fraction, or from secants between calls: each helped on memorise16 and lost on the Gaussians, whose
+corrections delta lie where D follows z; from Stein's identity E|x - D|^2 = sigma^2 (N - tr dD/dx), as the
+residual's share of the start's noise to the fourth power, it lowered the synthetic problems' geometric mean
+(not field's) and lost on the trained network with CFG (guided D is no posterior mean: the share grew past 1).
+Only dD/dz along delta, a Jacobian-vector product (another call), would choose. q = 3 is an option, not the
+default: it does not show its proven order on the contract's grids, and with the solved corrector it scores
+below q = 2 on the development problems too.
 Reported on held-out problems that took no part (docs/convergent, `held-out` column). The last step to 0 is DDIM.
 """
 
