@@ -43,10 +43,11 @@ default solver's design); mixture_cond checked SCALE; gaussian96 and mixture32 d
 polynomial was not shipped in adams' predictor, memorise16 that its corrector is solved for v's linear part
 (samplers/adams.py). They were the held-out group until those choices looked at them."""
 HELD_OUT = ("gaussian48", "mixture20", "memorise24", "digits")
-"""Problems that took no part in any choice: gaussian48, mixture20 and memorise24 were added when memorise16 had
-taken part in one (lab/problems.py), digits is the trained network (lab/trained.py). The bench reports both groups
-apart. A variant of adams' history velocity (samplers/adams.py) was run once on them after it had been chosen on the
-development problems, and not shipped because it lost on digits: the next choice needs fresh held-out problems."""
+"""Problems that took no part in designing the shipped solvers: gaussian48, mixture20 and memorise24 were added
+when memorise16 had taken part in a choice (lab/problems.py), digits is the trained network (lab/trained.py). The
+bench reports both groups apart. A variant of adams' history velocity (samplers/adams.py) was run once on them
+after it had been chosen on the development problems, and not shipped because it lost on digits: the next
+choice needs fresh held-out problems."""
 CALIBRATED = "calibrated"
 """The schedule column of a calibrated pipeline's records (it makes its own levels)."""
 EVAL_SEED0 = 1000
