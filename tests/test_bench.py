@@ -125,3 +125,15 @@ def test_adams_corrector_levels_are_monotone_on_the_step():
     assert min(divisors) > 1
     smooth = {k: 0.9 - 0.1 * k + 0.01 * k * k for k in range(3)}
     assert monotone(smooth, 1) == smooth
+
+
+def test_each_baseline_is_scored_against_the_others():
+    def rec(sampler, budget, error):
+        return bench.Record("gaussian", "ve", sampler, "karras", budget, budget, budget, error, 0.0, 0.0)
+    records = [rec("k:euler", 5, 1.0), rec("c:deis", 5, 2.0), rec("k:euler", 6, 4.0), rec("c:deis", 6, 1.0),
+               rec("adams-2", 5, 0.1)]
+    others = bench.against_the_others(records, nfes=(5, 6))
+    assert others["k:euler"] == pytest.approx((math.sqrt(0.5 * 4.0), 4.0, 2))
+    assert others["c:deis"] == pytest.approx((math.sqrt(2.0 * 0.25), 2.0, 2)) and "adams-2" not in others
+    text = bench.summary(records, nfes=(5, 6))
+    assert "| k:euler | 1.41 | 4.00 | 2 |" in text and "against the others: 1 of 2 (c:deis)." in text
