@@ -361,7 +361,7 @@ def against_the_others(records, nfes=(5, 6, 8, 10)):
     construction, so against all of them no baseline can score below 1)."""
     cells = {}
     for r in records:
-        if _side(r.sampler) == "base" and r.budget in nfes and r.schedule != CALIBRATED:
+        if _side(r.sampler) == "base" and r.budget in nfes:
             cells.setdefault((r.problem, r.space, r.schedule, r.budget), {})[r.sampler] = r.error
     ratios = {}
     for errors in cells.values():

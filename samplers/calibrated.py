@@ -287,7 +287,8 @@ def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progr
 
 
 def golden(f, lo, hi, trials):
-    """Golden-section search for the least f(rho), rho in [lo, hi], in log rho, with `trials` >= 2 evaluations."""
+    """Golden-section search for the least f(rho), rho in [lo, hi], in log rho, with `trials` >= 2 evaluations;
+    returns nothing: the caller keeps what f evaluated (calibrate_solver's fitted candidates)."""
     g = (math.sqrt(5) - 1) / 2
     a, b = math.log(lo), math.log(hi)
     c, d = b - g * (b - a), a + g * (b - a)
