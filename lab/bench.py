@@ -42,10 +42,10 @@ DEVELOPMENT = ("gaussian", "mixture", "field", "mixture_cond", "gaussian96", "mi
 default solver's design); mixture_cond checked SCALE; gaussian96 and mixture32 decided that the monotone level
 polynomial was not shipped in adams' predictor, memorise16 that its corrector is solved for v's linear part
 (samplers/adams.py). They were the held-out group until those choices looked at them."""
-HELD_OUT = ("gaussian48", "mixture20", "memorise24", "digits")
+HELD_OUT = ("gaussian48", "mixture20", "memorise24", "digits", "els")
 """Problems that took no part in designing the shipped solvers: gaussian48, mixture20 and memorise24 were added
-when memorise16 had taken part in a choice (lab/problems.py), digits is the trained network (lab/trained.py). The
-bench reports both groups apart. A variant of adams' history velocity (samplers/adams.py) was run once on them
+when memorise16 had taken part in a choice (lab/problems.py), digits is the trained network (lab/trained.py), els
+the ELS machine (lab/els.py, added after every choice). The bench reports both groups apart. A variant of adams' history velocity (samplers/adams.py) was run once on them
 after it had been chosen on the development problems, and not shipped because it lost on digits: the next
 choice needs fresh held-out problems."""
 CALIBRATED = "calibrated"
@@ -147,10 +147,11 @@ def _fixed(pipe, model, x, space, exact, levels, nfe):
     return steps, calls, err, sec
 
 
-def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_seeds=None):
+def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_seeds=None, refused=None):
     """Records of every pipeline (`pipelines(comfy_path)` and `extra`) at every (schedule, NFE budget), float32
     like a host, on the start states of `seeds`; calibrated pipelines calibrate on `cal_seeds` (default
-    0 .. len(seeds) - 1), which must be disjoint from `seeds`."""
+    0 .. len(seeds) - 1), which must be disjoint from `seeds`. A calibration's ValueError (its reference solve
+    does not converge, say) is raised, or with a list `refused` appended to it as a line and the cell left empty."""
     seeds = list(seeds)
     cal_seeds = list(range(len(seeds))) if cal_seeds is None else list(cal_seeds)
     sigma_min, sigma_max = schedule_range(problem, space)
@@ -164,7 +165,14 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
                 raise ValueError(f"{pipe.label}: calibration seeds must differ from the evaluation seeds {seeds}")
             x_cal, cal_labels = problem.draw(cal_seeds, space, sigma_max)
             for nfe in nfes:
-                sigmas, run = pipe.calibrate(problem.model(space, cal_labels), x_cal.float(), sigma_min, sigma_max, nfe, space)
+                try:
+                    sigmas, run = pipe.calibrate(problem.model(space, cal_labels), x_cal.float(), sigma_min, sigma_max, nfe, space)
+                except ValueError as e:
+                    if refused is None:
+                        raise
+                    refused.append(f"{pipe.label} on {problem.name} ({space}, {nfe} calls) refused: {e}")
+                    print(refused[-1], file=sys.stderr)
+                    continue
                 calls, err, sec = _one(run, model, x, sigmas, space, exact)
                 e, ci = mean_ci(err)
                 records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(sigmas) - 1, calls, e, ci, sec))
@@ -511,17 +519,19 @@ def merged(records, paths, seeds):
 
 QUICK = {"problems": [p for p in DEVELOPMENT + HELD_OUT if p not in problems.TRAINED], "spaces": ["ve", "flow"],
          "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 8}
-"""The README grid; the trained network (problems.TRAINED) runs on its own (`--problems digits`): its reference
-solve and its calls cost minutes, not seconds."""
+"""The README grid; the trained network and the ELS machine (problems.TRAINED) run on their own (`--problems
+digits`, `--problems els`): their reference solves and calls cost minutes, not seconds."""
 
 
 def references(names, seeds=range(2)):
     """Markdown: how far each reference-solved problem's exact solution is converged (problems.reference_convergence)."""
-    lines = ["| problem | space | max. difference, 4000 vs 2000 RK4 steps |", "|---|---|---|"]
+    lines = ["| problem | space | RK4 steps | max. difference to half the steps | RMS difference |", "|---|---|---|---|---|"]
     for name in names:
         p = problems.make(name)
         if type(p).exact is problems.Problem.exact:
-            lines += [f"| {name} | {sp} | {problems.reference_convergence(p, sp, seeds):.1e} |" for sp in ("ve", "flow")]
+            for sp in ("ve", "flow"):
+                worst, rms = problems.reference_convergence(p, sp, seeds)
+                lines.append(f"| {name} | {sp} | {p.reference_steps} | {worst:.1e} | {rms:.1e} |")
     return "\n".join(lines)
 
 
@@ -574,18 +584,20 @@ def cmd_bench(args):
     out.mkdir(parents=True, exist_ok=True)
     comfy = os.environ.get("COMFYUI_PATH")
     extra = [calibrated_pipeline()] if args.calibrated else []
-    records = []
+    records, refused = [], []
     for name in args.problems:
         for space in args.spaces:
-            records += race(problems.make(name), space, args.schedules, args.nfe, seeds, comfy, extra)
+            records += race(problems.make(name), space, args.schedules, args.nfe, seeds, comfy, extra, refused=refused)
     records = merged(records, args.merge, seeds)
     comfy = comfy or any(r.sampler.startswith("c:") for r in records)
     table = summary(records, default=DEFAULT)
+    if refused:
+        table += "\n\nCells left empty (the pipeline refused the model):\n\n" + "\n".join(f"- {line}" for line in refused)
     (out / "bench.md").write_text(report.markdown(records) + "\n## Best samplerlab vs best baseline\n\n" + table + "\n")
     (out / "summary.md").write_text(table + "\n")
     report.write_json(records, out / "bench.json", command="bench", seeds=seeds, comfyui=bool(comfy),
                       development=[p for p in args.problems if p in DEVELOPMENT],
-                      held_out=[p for p in args.problems if p not in DEVELOPMENT])
+                      held_out=[p for p in args.problems if p not in DEVELOPMENT], refused=refused)
     plot(records, out / "error_vs_nfe.png")
     print(table)
     print(f"wrote {out}/bench.md, summary.md, bench.json, error_vs_nfe.png in {time.perf_counter() - t0:.0f} s")

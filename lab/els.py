@@ -62,6 +62,11 @@ class PatchSchedule:
         data = json.loads(Path(path).read_text())
         return cls(zip(data["sigmas"], data["sizes"]))
 
+    def breaks(self):
+        """The VE levels where P changes (nearest level in log sigma: the geometric mean of two neighbours)."""
+        return tuple(float((a * b).sqrt()) for a, b, p, q in zip(self.sigmas, self.sigmas[1:], self.sizes, self.sizes[1:])
+                     if p != q)
+
     def __call__(self, sigma_ve):
         if math.isinf(sigma_ve):
             return self.sizes[-1]
@@ -177,6 +182,7 @@ class ELS(_TrainingSet):
         self.padding = padding
         self.schedule = schedule if callable(schedule) else PatchSchedule(schedule or DEVELOPMENT_SCHEDULE)
         self.max_patch = 2 * min(self.shape[1:]) - 1
+        self.breaks = self.schedule.breaks() if isinstance(self.schedule, PatchSchedule) else ()
 
     def patch_size(self, a, s):
         """P at host (alpha, sigma), i.e. at sigma_ve = sigma / alpha."""

@@ -31,6 +31,10 @@ class Problem:
     shape: tuple = ()
     classes = 0
     sigma_min, sigma_max = 0.002, 80.0
+    reference_steps = 4000
+    """RK4 steps of `exact`'s reference solve (problems without a closed form)."""
+    breaks: tuple = ()
+    """VE levels where the denoiser jumps (the ELS machine's patch-size changes): the reference solve steps to them."""
 
     def denoise(self, x, alpha, sigma, labels=None):
         """E[x0 | x] for x = alpha x0 + sigma n; x float64 [B, *shape], alpha and sigma [B]."""
@@ -66,9 +70,10 @@ class Problem:
             labels.append(label)
         return torch.stack(xs), (torch.tensor(labels) if self.classes else None)
 
-    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
-        """The probability-flow ODE solution from x_T at host level s_T to level s_end (float64)."""
-        return reference_solve(self, x_T, s_T, s_end, space, labels)
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None, steps=None):
+        """The probability-flow ODE solution from x_T at host level s_T to level s_end (float64; a reference
+        solve of `steps` or `reference_steps` steps where there is no closed form)."""
+        return reference_solve(self, x_T, s_T, s_end, space, labels, steps or self.reference_steps)
 
     def v_network(self, sigma_data=1.0):
         """The exact v-prediction network in k-diffusion's convention, so that
@@ -106,7 +111,7 @@ class Gaussian(Problem):
     def sample_data(self, generator, label=None):
         return self.mu + self.lam.sqrt() * torch.randn(self.shape, generator=generator, dtype=F64)
 
-    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None, steps=None):
         """x(s) = alpha mu + (x_T - alpha_T mu) sqrt(alpha^2 lam + sigma^2) / sqrt(alpha_T^2 lam + sigma_T^2) (SCIENCE.md §6)."""
         space = resolve(space)
         x_T = x_T.to(F64)
@@ -150,7 +155,7 @@ class GaussianField(Problem):
         w = torch.randn(self.shape, generator=generator, dtype=F64)[None]
         return self.mu + self._filter(w, self.p.sqrt())[0]
 
-    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None):
+    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None, steps=None):
         """Per Fourier mode, as for the Gaussian: gain sqrt(alpha^2 p + sigma^2) / sqrt(alpha_T^2 p + sigma_T^2)."""
         space = resolve(space)
         aT, sT, a, s = space.alpha(s_T), space.sigma(s_T), space.alpha(s_end), space.sigma(s_end)
@@ -267,30 +272,35 @@ class PointSet(Problem):
 
 def reference_solve(problem, x_T, s_T, s_end, space="ve", labels=None, steps=4000, sigma_floor=1e-5):
     """The ODE solution by classical RK4 in lambda on the VE view, dy/dlambda = D(y; e^-lambda) - y,
-    float64, `steps` uniform steps; a flow start at s = 1 first takes a DDIM step to 1 - 1e-7 (error
-    O(1e-14)); s_end = 0 is reached as the limit sigma_floor (error O(sigma_floor^2))."""
+    float64, `steps` steps, uniform between the problem's `breaks` (each piece its share of the steps, at
+    least one; D is evaluated just inside a piece at its ends, so that RK4 keeps its order where D jumps);
+    a flow start at s = 1 first takes a DDIM step to 1 - 1e-7 (error O(1e-14)); s_end = 0 is reached as the
+    limit sigma_floor (error O(sigma_floor^2))."""
     space = resolve(space)
     x = x_T.to(F64)
     b = x.shape[0]
     ones = torch.ones(b, dtype=F64)
-
-    def d_ve(y, lam):
-        return problem.denoise(y, ones, ones * math.exp(-lam), labels)
-
     if space.alpha(s_T) == 0:
         d = problem.denoise(x, ones * 0.0, ones, labels)
         s_T, x = 1 - 1e-7, ddim(space, x, d, 1.0, 1 - 1e-7)
     y = x / space.alpha(s_T)
     lam0 = space.lam(s_T)
     lam1 = -math.log(sigma_floor) if s_end == 0 else space.lam(s_end)
-    h = (lam1 - lam0) / steps
-    for k in range(steps):
-        lam = lam0 + k * h
-        k1 = d_ve(y, lam) - y
-        k2 = d_ve(y + h / 2 * k1, lam + h / 2) - (y + h / 2 * k1)
-        k3 = d_ve(y + h / 2 * k2, lam + h / 2) - (y + h / 2 * k2)
-        k4 = d_ve(y + h * k3, lam + h) - (y + h * k3)
-        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    cuts = [lam0] + sorted(-math.log(v) for v in problem.breaks if lam0 < -math.log(v) < lam1) + [lam1]
+    for a, c in zip(cuts, cuts[1:]):
+        n = max(1, round(steps * (c - a) / (lam1 - lam0)))
+        h, eps = (c - a) / n, 1e-9 * (c - a) / n
+
+        def f(y, lam):
+            return problem.denoise(y, ones, ones * math.exp(-min(max(lam, a + eps), c - eps)), labels) - y
+
+        for k in range(n):
+            lam = a + k * h
+            k1 = f(y, lam)
+            k2 = f(y + h / 2 * k1, lam + h / 2)
+            k3 = f(y + h / 2 * k2, lam + h / 2)
+            k4 = f(y + h * k3, lam + h)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     return y * space.alpha(s_end)
 
 
@@ -300,14 +310,16 @@ def named(problem, name):
     return problem
 
 
-def reference_convergence(problem, space="ve", seeds=range(4), steps=4000):
-    """max |x(steps) - x(steps / 2)| of reference_solve from the problem's start level: RK4's error at `steps`
-    is about 1/15 of it (problems whose `exact` is closed form return that solution either way)."""
+def reference_convergence(problem, space="ve", seeds=range(4), steps=None):
+    """(max, RMS) |x(steps) - x(steps / 2)| of the problem's reference solve (`steps` default: its
+    `reference_steps`) from its start level: RK4's error at `steps` is about 1/15 of it (0 for a problem whose
+    `exact` is closed form: it ignores `steps`)."""
     space = resolve(space)
+    steps = steps or problem.reference_steps
     s_T = space.max_level() if space.flow else problem.sigma_max
     x_T, labels = problem.draw(list(seeds), space, s_T)
-    fine = reference_solve(problem, x_T, s_T, 0.0, space, labels, steps=steps)
-    return float((fine - reference_solve(problem, x_T, s_T, 0.0, space, labels, steps=steps // 2)).abs().max())
+    diff = problem.exact(x_T, s_T, 0.0, space, labels, steps) - problem.exact(x_T, s_T, 0.0, space, labels, steps // 2)
+    return float(diff.abs().max()), float(diff.pow(2).mean().sqrt())
 
 
 PROBLEMS = {
@@ -326,12 +338,14 @@ PROBLEMS = {
     "memorise24": lambda: named(Mixture(dim=24, components=64, classes=64, spread=1.0, lam_range=(5e-5, 5e-4), seed=24),
                                 "memorise24"),
     "digits": lambda: _digits(),
+    "els": lambda: _els(),
 }
 
 
-TRAINED = ("digits",)
-"""Problems whose denoiser is a trained network: its reference is a fine solve of its own ODE, and it is not the
-posterior mean of its data (the exactness tests skip it)."""
+TRAINED = ("digits", "els")
+"""Problems whose denoiser stands in for a trained network (the digits UNet, the ELS machine): its reference is
+a fine solve of its own ODE, it is not the posterior mean of its data (the exactness tests skip it), and its
+calls cost milliseconds to tenths of a second (the bench runs it on its own)."""
 
 
 def _digits():
@@ -339,6 +353,17 @@ def _digits():
     from .trained import Digits
 
     return Digits()
+
+
+def _els():
+    """The ComfyUI `digits_els` model as a problem: the ELS machine over 30 training digits per class with the
+    calibrated patch sizes (lab/reference_models.py), class-conditional; reference 512 RK4 steps between its
+    patch-size changes (`bench --references`)."""
+    from .reference_models import els_digits
+
+    problem = named(els_digits(30), "els")
+    problem.reference_steps = 512
+    return problem
 
 
 def make(name: str) -> Problem:

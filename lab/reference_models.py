@@ -55,11 +55,13 @@ def _digits(per_class):
     return images, labels, digits.CLASSES
 
 
-def _els(per_class):
+def els_digits(per_class):
+    """The ELS machine over the first `per_class` training digits of each class, with the patch sizes calibrated
+    on digits_unet (lab/els_schedule.json)."""
     from .els import ELS, PatchSchedule
 
     images, labels, classes = _digits(per_class)
-    return ELS(images, labels, classes=classes, schedule=PatchSchedule.load())  # calibrated on digits_unet
+    return ELS(images, labels, classes=classes, schedule=PatchSchedule.load())
 
 
 def _unet():
@@ -79,7 +81,7 @@ REGISTRY = {spec.name: spec for spec in (
     ReferenceSpec("digits_unet", "trained class-conditional UNet on the digits (EDM; real network errors)",
                   (1, 16, 16), 10, _unet),
     ReferenceSpec("digits_els", "ELS patch machine over 30 training digits per class (creative patch mosaics)",
-                  (1, 16, 16), 10, lambda: _els(30)),
+                  (1, 16, 16), 10, lambda: els_digits(30)),
     ReferenceSpec("digits_empirical", "empirical optimal denoiser of the digits training set (memorises it)",
                   (1, 16, 16), 10, _empirical),
     ReferenceSpec("mixture", "class-conditional Gaussian mixture on 3x16x16 images (exact denoiser, exact CFG)",

@@ -14,7 +14,7 @@ import torch
 
 from ..samplers.space import resolve
 from . import digits, shipped
-from .problems import Problem, reference_solve
+from .problems import Problem
 from .unet import EDMDenoiser, UNet
 
 WEIGHTS = shipped.WEIGHTS / "digits_unet.safetensors"
@@ -150,13 +150,13 @@ def model(space="ve", path=WEIGHTS):
 class Digits(Problem):
     """The trained digits network as a lab problem: class-conditional with CFG at `cfg`; the reference is
     a fine float64 solve of the network's own probability-flow ODE (problems.reference_solve, RK4 in
-    lambda, REFERENCE_STEPS steps); draws start from noise around a training image of a seeded class."""
+    lambda, `reference_steps` steps); draws start from noise around a training image of a seeded class."""
 
     name = "digits"
     shape = SHAPE
     classes = digits.CLASSES
     sigma_min, sigma_max = 0.002, 80.0
-    REFERENCE_STEPS = 256
+    reference_steps = 256
 
     def __init__(self, cfg=DEFAULT_CFG, path=WEIGHTS):
         self.cfg, self.path = cfg, path
@@ -168,7 +168,4 @@ class Digits(Problem):
         x, y = digits.load("train")
         pool = torch.nonzero(y == label).reshape(-1) if label is not None else torch.arange(len(y))
         return x[pool[int(torch.randint(len(pool), (1,), generator=generator))]].to(torch.float64)
-
-    def exact(self, x_T, s_T, s_end=0.0, space="ve", labels=None, steps=None):
-        return reference_solve(self, x_T, s_T, s_end, space, labels, steps or self.REFERENCE_STEPS)
 

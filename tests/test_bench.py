@@ -31,7 +31,7 @@ def test_held_out_problems_are_the_issues():
 
 @pytest.mark.parametrize("name, space", [("mixture32", "flow"), ("memorise16", "ve"), ("memorise24", "ve")])
 def test_held_out_reference_is_converged(name, space):
-    assert problems.reference_convergence(problems.make(name), space, seeds=range(2), steps=2000) < 1e-6
+    assert problems.reference_convergence(problems.make(name), space, seeds=range(2), steps=2000)[0] < 1e-6
 
 
 def _calibrated(seen):
@@ -55,6 +55,17 @@ def test_calibrated_pipeline_calibrates_on_other_seeds_and_meets_the_best_schedu
     assert f"| {base:.2e} |" in text.split("| calibrated | 6 |")[1].splitlines()[0]
     with pytest.raises(ValueError, match="calibration seeds"):
         bench.race(p, "ve", ["karras"], [4], [0, 1], extra=[_calibrated([])])
+
+
+def test_a_refused_calibration_leaves_its_cells_empty_and_says_why(K):
+    def calibrate(model, x_cal, sigma_min, sigma_max, nfe, space):
+        raise ValueError(f"the reference solve does not converge ({nfe})")
+    p, refused = problems.Gaussian(shape=(4,)), []
+    records = bench.race(p, "ve", ["karras"], [4, 6], [1000], extra=[bench.Pipeline("cal", calibrate=calibrate)], refused=refused)
+    assert records and not [r for r in records if r.sampler == "cal"]
+    assert refused == [f"cal on gaussian (ve, {n} calls) refused: the reference solve does not converge ({n})" for n in (4, 6)]
+    with pytest.raises(ValueError, match="does not converge"):
+        bench.race(p, "ve", ["karras"], [4], [1000], extra=[bench.Pipeline("cal", calibrate=calibrate)])
 
 
 def test_default_target_line():

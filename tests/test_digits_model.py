@@ -138,7 +138,7 @@ def test_importing_the_pack_loads_no_weights_and_is_fast():
 
 def test_digits_problem_in_the_runner():
     problem = trained.Digits()
-    problem.REFERENCE_STEPS = 24
+    problem.reference_steps = 24
     (rec,) = run_grid(problem, registry_contenders(["heun"]), ["karras"], [16], range(2), "ve")
     assert rec.problem == "digits" and rec.nfe == 15 and 0 < rec.error < 1
     x_T, labels = problem.draw([0, 1], "flow")

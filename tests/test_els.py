@@ -146,6 +146,15 @@ def test_schedule_picks_the_nearest_level_in_log_sigma(tmp_path):
     assert [sched(s) for s in (0.01, 0.2, 0.4, 2.0, 4.0, 1e3, math.inf)] == [3, 3, 5, 5, 9, 9, 9]
 
 
+def test_breaks_are_where_the_patch_size_changes():
+    sched = PatchSchedule([(0.1, 3), (0.4, 3), (1.0, 5), (10.0, 9)])
+    assert sched.breaks() == pytest.approx((math.sqrt(0.4), math.sqrt(10.0)))
+    for b in sched.breaks():
+        assert sched(b * (1 - 1e-9)) != sched(b * (1 + 1e-9))
+    assert ELS(*data()[:1], schedule=sched).breaks == sched.breaks()
+    assert ELS(*data()[:1], schedule=lambda s: 3).breaks == ()
+
+
 def test_cost_formula():
     assert els.flops(10, (1, 4, 4), 3) == 10 * 256 * (2 * 9 + 2 + 1)
 
@@ -181,3 +190,14 @@ def test_nearest_distance_is_zero_for_a_training_image():
     pool = torch.randn(5, 1, 4, 4, dtype=F64)
     d = els.nearest_distance(torch.stack([pool[2], pool[2] + 0.5]), pool)
     assert torch.allclose(d, torch.tensor([0.0, 0.5], dtype=F64), atol=1e-6)
+
+
+def test_els_is_a_lab_problem_with_a_reference():
+    from samplerlab.lab import problems
+    from samplerlab.lab.runner import registry_contenders, run_grid
+
+    problem = problems.make("els")
+    assert problem.name == "els" and problem.classes == 10 and problem.breaks == problem.schedule.breaks() != ()
+    problem.reference_steps = 8
+    (rec,) = run_grid(problem, registry_contenders(["euler"]), ["karras"], [4], range(2), "ve")
+    assert rec.problem == "els" and rec.nfe == 4 and 0 < rec.error < 1

@@ -49,6 +49,26 @@ def test_mixture_reference_converged():
     assert (a - b).abs().max() < 1e-7
 
 
+class Step(problems.Problem):
+    """D = 0 above sigma = 1 and D = c below: y = D + (y_0 - D) e^-(lambda - lambda_0) on each side (VE, dy/dlambda = D - y)."""
+    shape = (3,)
+    sigma_max = 10.0
+
+    def __init__(self, breaks):
+        self.breaks, self.c = breaks, torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+
+    def denoise(self, x, alpha, sigma, labels=None):
+        return torch.where((sigma < 1.0)[:, None], self.c, torch.zeros_like(x))
+
+
+def test_reference_solve_keeps_its_order_across_breaks():
+    x = torch.tensor([[3.0, 1.0, -1.0]], dtype=F64)
+    at_1 = x * 0.1
+    exact = Step(()).c + (at_1 - Step(()).c) * 0.5
+    errors = [float((problems.reference_solve(Step(b), x, 10.0, 0.5, VE, steps=40) - exact).abs().max()) for b in ((1.0,), ())]
+    assert errors[0] < 1e-6 < 1e-3 < errors[1], errors
+
+
 def test_draw_is_per_seed():
     p = problems.make("mixture_cond")
     xa, la = p.draw([5, 6, 7])
