@@ -51,7 +51,6 @@ def test_sampler_nodes_through_sample_custom(host, flow):
     import torch
 
     mp = analytic_model(flow)
-    ms = mp.get_model_object("model_sampling")
     latent = torch.zeros(2, 4, 8, 8)
     noise = comfy.sample.prepare_noise(latent, 7)
     sigmas = node_for(nodes, "SamplerLabScheduleKarras").execute(model=mp, steps=24, denoise=1.0, rho=7.0)[0]

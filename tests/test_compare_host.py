@@ -61,7 +61,6 @@ def test_compare_counts_pairs_and_measures(host, flow, output_dir):
     nodes, _ = host
     import comfy.sample
     import comfy.samplers
-    import torch
 
     mp, ms, make, base = setup(nodes, flow)
     out = node(nodes, "SamplerLabCompare").execute(**base, reference=make("heun", 48), seeds=3, vae=LatentRGB(),

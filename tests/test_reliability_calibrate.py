@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-import torch
 
 from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, schedule_range

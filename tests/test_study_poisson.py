@@ -8,7 +8,6 @@ import torch
 
 from samplerlab.lab.els import Empirical
 from samplerlab.lab.problems import PointSet
-from samplerlab.lab.studies import poisson as study
 from samplerlab.samplers import REGISTRY
 from samplerlab.samplers.poisson import kappas
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
