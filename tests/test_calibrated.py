@@ -202,3 +202,16 @@ def test_study_on_held_out_seeds():
     more = [dict(rows[0], nfe=6, calibrated=0.5 * rows[0]["calibrated"]), dict(rows[0], nfe=8, calibrated=10 * rows[0]["calibrated"])]
     assert study.monotone(rows + more) == [True, True, False]
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
+
+
+def test_study_lists_a_refused_calibration_and_goes_on(monkeypatch):
+    from samplerlab.lab.studies import calibrated as study
+
+    def refuse(*args, **kw):
+        raise ValueError("the reference solve does not converge: 0.04 of |x|")
+
+    monkeypatch.setattr(study, "calibrate_solver", refuse)
+    rows = study.evaluate(PROBLEM, "ve", [4, 5], range(2), range(100, 102))
+    assert [(r["nfe"], r["refused"]) for r in rows] == [(n, "the reference solve does not converge: 0.04 of |x|") for n in (4, 5)]
+    text = study.markdown(rows)
+    assert "Refused by the calibration (2 of 2 cells" in text and "Target" not in text and study.monotone(rows) == []

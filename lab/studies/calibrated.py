@@ -35,7 +35,9 @@ def best_baselines(problem, space, nfes, seeds, comfy_path=None):
 
 
 def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
-    """Rows (dicts), one per budget: calibrated error with its interval, calibration cost, the best baseline."""
+    """Rows (dicts), one per budget: calibrated error with its interval, calibration cost, the best baseline;
+    where the calibration refuses the model (a ValueError: its reference does not converge, say), the row holds
+    `refused`, the reason, instead."""
     if set(seeds) & set(cal_seeds):
         raise ValueError("calibration seeds must be disjoint from evaluation seeds")
     sigma_min, sigma_max = schedule_range(problem, space)
@@ -46,7 +48,11 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
     rows = []
     for nfe in nfes:
         t0 = time.perf_counter()
-        cal = calibrate_solver(problem.model(space, lc), xc.float(), sigma_min, sigma_max, nfe, space)
+        try:
+            cal = calibrate_solver(problem.model(space, lc), xc.float(), sigma_min, sigma_max, nfe, space)
+        except ValueError as e:
+            rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(e)))
+            continue
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             per_seed = rms_error(cal.sample(problem.model(space, labels), x_T.float(), disable=True), exact)
@@ -62,7 +68,7 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
 def monotone(rows):
     """Per row: False where the error exceeds that of the next smaller budget beyond their 95% intervals."""
     out, prev = [], {}
-    for r in rows:
+    for r in (r for r in rows if "refused" not in r):
         key = (r["problem"], r["space"])
         p = prev.get(key)
         out.append(p is None or r["calibrated"] <= p["calibrated"] + p["ci"] + r["ci"])
@@ -73,16 +79,21 @@ def monotone(rows):
 def markdown(rows, target=0.5):
     lines = ["| problem | space | calls | calibrated (95% CI) | median, worst seed | best baseline | its error | ratio "
              "| target | monotone | calibration calls |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r, mono in zip(rows, monotone(rows)):
+    done = [r for r in rows if "refused" not in r]
+    for r, mono in zip(done, monotone(done)):
         lines.append(f"| {r['problem']} | {r['space']} | {r['nfe']} | {r['calibrated']:.2e} ± {r['ci']:.1e} "
                      f"| {r['median']:.1e}, {r['worst']:.1e} "
                      f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['ratio']:.2f} "
                      f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if mono else 'no'} | {r['calls']} |")
-    ratios = [r["ratio"] for r in rows]
-    met = sum(x <= target for x in ratios)
-    lines += ["", f"Target (ratio <= {target}) met in {met} of {len(rows)} cells; geometric mean ratio "
-              f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}, worst {max(ratios):.2f}; monotone in calls "
-              f"(within the 95% intervals) in {sum(monotone(rows))} of {len(rows)}."]
+    ratios = [r["ratio"] for r in done]
+    if ratios:
+        lines += ["", f"Target (ratio <= {target}) met in {sum(x <= target for x in ratios)} of {len(done)} cells; "
+                  f"geometric mean ratio {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}, worst {max(ratios):.2f}; "
+                  f"monotone in calls (within the 95% intervals) in {sum(monotone(done))} of {len(done)}."]
+    refused = [r for r in rows if "refused" in r]
+    if refused:
+        lines += ["", f"Refused by the calibration ({len(refused)} of {len(rows)} cells, not in the figures above):", ""]
+        lines += [f"- {r['problem']} {r['space']} {r['nfe']} calls: {r['refused']}" for r in refused]
     return "\n".join(lines)
 
 
