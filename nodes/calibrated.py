@@ -97,7 +97,8 @@ class CalibratedSampler(io.ComfyNode):
                "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT}
         found = load(folder, key) if mode == "reuse" else None
         if found is None:
-            stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2}
+            stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2,
+                      "order": solver.REFERENCE_CALLS // 4}
             progress = staged_progress({**stages, "fit": solver.BUDGET - sum(stages.values())})
             found = calibrate_in_host(model, positive, negative, cfg, latent, seeds, seed,
                                       lambda model_k, x, extra_args, sigma_min, sigma_max, space: solver.calibrate_solver(

@@ -174,6 +174,21 @@ def test_reference_that_does_not_converge_is_reported():
         calibrate_solver(rough, x, 0.002, 80.0, 5)
 
 
+def test_a_reference_that_converges_at_a_lower_order_is_accepted_on_its_observed_order():
+    """Gaussian, VE, 24 reference calls: the 24- and 12-call solves differ by 0.025 of |x| (above the tolerance),
+    the 12- and 6-call ones by 0.072: Richardson's estimate 0.025 / (0.072 / 0.025 - 1) = 0.013 is below it.
+    The 8-D mixture in flow (0.94, then 0.47: not converging) is still refused, with the figures."""
+    p = problems.make("gaussian")
+    x, _ = p.draw([0, 1], "ve")
+    stages = []
+    cal = calibrate_solver(p.model(), x.float(), 0.002, 80.0, 4, reference_calls=24, progress=lambda *a: stages.append(a[0]))
+    assert 0.01 < cal.reference_error < 0.02 and "order" in stages and cal.model_calls <= BUDGET
+    m = problems.make("mixture")
+    xf, _ = m.draw([0, 1], "flow", 1.0)
+    with pytest.raises(ValueError, match=r"is 0\.94\d* of \|x\|, and 0\.5\d* times that from 6 calls: its error is estimated at inf"):
+        calibrate_solver(m.model("flow"), xf.float(), *schedule_range(m, "flow"), 4, space="flow", reference_calls=24)
+
+
 def test_progress_reports_stages_and_may_cancel():
     x, _ = PROBLEM.draw([0], "ve")
     stages = []
@@ -215,3 +230,12 @@ def test_study_lists_a_refused_calibration_and_goes_on(monkeypatch):
     assert [(r["nfe"], r["refused"]) for r in rows] == [(n, "the reference solve does not converge: 0.04 of |x|") for n in (4, 5)]
     text = study.markdown(rows)
     assert "Refused by the calibration (2 of 2 cells" in text and "Target" not in text and study.monotone(rows) == []
+
+
+def test_the_els_machine_is_refused_its_reference_does_not_converge():
+    """ComfyUI's digits_els: 100 vs 50 reference calls 0.12 of |x| apart, and the 25-call solve about as far
+    again (ratio near 1, no convergence at any order): refused, not calibrated on a wrong reference."""
+    p = problems.make("els")
+    x, labels = p.draw([0, 1], "ve")
+    with pytest.raises(ValueError, match=r"does not converge: .* is 0\.1\d* of \|x\|, and (0\.\d+|1\.[0-4]\d*) times that"):
+        calibrate_solver(p.model("ve", labels), x.float(), 0.002, 80.0, 5)
