@@ -15,7 +15,7 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
    reference's error estimate (`reference_error`: 2e-4 to 1.8e-3 on the lab problems, docs/calibrated).
    Above REFERENCE_TOLERANCE, a third solve at a quarter of the calls gives d_2 = |x_quarter - x_half| and the
    observed ratio r = d_2 / d_1 (2^p at order p), and the estimate becomes Richardson's d_1 / (r - 1): the
-   order-4 reference converges at a lower order from a flow model's t = 1 (r = 2.6-3.1 on the trained digits
+   order-4 reference converges at a lower order from a flow model's t = 1 (r = 2.1-3.1 on the trained digits
    network in flow, where d_1 was 0.019-0.043 of |x|). When the estimate is still above the tolerance (or
    r <= 1) it is a ValueError giving the figures.
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
