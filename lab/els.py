@@ -182,7 +182,11 @@ class ELS(_TrainingSet):
         self.padding = padding
         self.schedule = schedule if callable(schedule) else PatchSchedule(schedule or DEVELOPMENT_SCHEDULE)
         self.max_patch = 2 * min(self.shape[1:]) - 1
-        self.breaks = self.schedule.breaks() if isinstance(self.schedule, PatchSchedule) else ()
+
+    @property
+    def breaks(self):
+        """The VE levels where the patch size, and so D, jumps (none known for a plain callable schedule)."""
+        return self.schedule.breaks() if isinstance(self.schedule, PatchSchedule) else ()
 
     def patch_size(self, a, s):
         """P at host (alpha, sigma), i.e. at sigma_ve = sigma / alpha."""

@@ -151,7 +151,10 @@ def test_breaks_are_where_the_patch_size_changes():
     assert sched.breaks() == pytest.approx((math.sqrt(0.4), math.sqrt(10.0)))
     for b in sched.breaks():
         assert sched(b * (1 - 1e-9)) != sched(b * (1 + 1e-9))
-    assert ELS(*data()[:1], schedule=sched).breaks == sched.breaks()
+    machine = ELS(*data()[:1], schedule=sched)
+    assert machine.breaks == sched.breaks()
+    machine.schedule = PatchSchedule([(1.0, 3), (4.0, 5)])
+    assert machine.breaks == pytest.approx((2.0,))
     assert ELS(*data()[:1], schedule=lambda s: 3).breaks == ()
 
 
