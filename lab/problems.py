@@ -312,8 +312,8 @@ def named(problem, name):
 
 def reference_convergence(problem, space="ve", seeds=range(4), steps=None):
     """(max, RMS) |x(steps) - x(steps / 2)| of the problem's reference solve (`steps` default: its
-    `reference_steps`) from its start level: RK4's error at `steps` is about 1/15 of it (0 for a problem whose
-    `exact` is closed form: it ignores `steps`)."""
+    `reference_steps`) from its start level: where the ODE is smooth, RK4's error at `steps` is about 1/15 of it
+    (0 for a problem whose `exact` is closed form: it ignores `steps`)."""
     space = resolve(space)
     steps = steps or problem.reference_steps
     s_T = space.max_level() if space.flow else problem.sigma_max

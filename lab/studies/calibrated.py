@@ -66,7 +66,8 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
 
 
 def monotone(rows):
-    """Per row: False where the error exceeds that of the next smaller budget beyond their 95% intervals."""
+    """Per row that was not refused: False where the error exceeds that of the next smaller budget beyond their
+    95% intervals."""
     out, prev = [], {}
     for r in (r for r in rows if "refused" not in r):
         key = (r["problem"], r["space"])
@@ -79,17 +80,17 @@ def monotone(rows):
 def markdown(rows, target=0.5):
     lines = ["| problem | space | calls | calibrated (95% CI) | median, worst seed | best baseline | its error | ratio "
              "| target | monotone | calibration calls |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    done = [r for r in rows if "refused" not in r]
-    for r, mono in zip(done, monotone(done)):
+    done, mono = [r for r in rows if "refused" not in r], monotone(rows)
+    for r, ok in zip(done, mono):
         lines.append(f"| {r['problem']} | {r['space']} | {r['nfe']} | {r['calibrated']:.2e} ± {r['ci']:.1e} "
                      f"| {r['median']:.1e}, {r['worst']:.1e} "
                      f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['ratio']:.2f} "
-                     f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if mono else 'no'} | {r['calls']} |")
+                     f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if ok else 'no'} | {r['calls']} |")
     ratios = [r["ratio"] for r in done]
     if ratios:
         lines += ["", f"Target (ratio <= {target}) met in {sum(x <= target for x in ratios)} of {len(done)} cells; "
                   f"geometric mean ratio {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}, worst {max(ratios):.2f}; "
-                  f"monotone in calls (within the 95% intervals) in {sum(monotone(done))} of {len(done)}."]
+                  f"monotone in calls (within the 95% intervals) in {sum(mono)} of {len(done)}."]
     refused = [r for r in rows if "refused" in r]
     if refused:
         lines += ["", f"Refused by the calibration ({len(refused)} of {len(rows)} cells, not in the figures above):", ""]
