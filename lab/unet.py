@@ -6,8 +6,10 @@ c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), c_nois
 sigma_data). Written for a state x = alpha x0 + sigma n (VE: alpha = 1) through the exact change of
 variables x_ve = x / alpha, sigma_ve = sigma / alpha, multiplied out so that alpha = 0 (a flow's t = 1)
 is finite: c_in x_ve = x / sqrt(sigma^2 + sd^2 alpha^2), c_skip x_ve = sd^2 alpha x / (sigma^2 + sd^2 alpha^2).
-The noise embedding saturates outside sigma_ve in [EMB_SIGMA_MIN, EMB_SIGMA_MAX], where c_out (below) or
-c_skip x and the embedding's own range (above) leave it nothing to change.
+The noise embedding saturates outside sigma_ve in [EMB_SIGMA_MIN, EMB_SIGMA_MAX]. Below, c_out leaves it nothing
+to change. Above the training range (ln sigma ~ N(-1.2, 1.2^2), lab/trained.py) it is untrained: the shipped
+network's x0 prediction changes by about 40 % between sigma_ve = 2e3 and the saturation at 1e4 (t = 0.9995 and
+1 in flow), which a flow solver's first step from t = 1 has to resolve (samplers/calibrated.py, step 1).
 Class labels 0..classes-1, and `classes` itself is the null label (label dropout in training, the
 unconditional branch of classifier-free guidance).
 """

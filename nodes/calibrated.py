@@ -94,7 +94,8 @@ class CalibratedSampler(io.ComfyNode):
         folder = cache_folder(cache_dir)
         key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
                "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": int(steps),
-               "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT}
+               "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
+               "revision": solver.REVISION}
         found = load(folder, key) if mode == "reuse" else None
         if found is None:
             stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2,

@@ -9,15 +9,18 @@ DDIM, DPM-Solver++ / exp_multistep (a = (sigma'/sigma, 0, ..)) and iPNDM (Adams-
 d = (x - D)/sigma, which mixes states and predictions) are all of this form.
 
 Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds batched):
-1. Reference: exp_multistep of order REFERENCE_ORDER over a Karras grid of REFERENCE_CALLS levels, its
-   states x*(s_j) recorded at every level, in the form of `calibrate.Reference` for its level search; a
-   second solve at half the calls checks it: their end states' difference d_1 (RMS, relative) is the
-   reference's error estimate (`reference_error`: 2e-4 to 1.8e-3 on the lab problems, docs/calibrated).
+1. Reference: exp_multistep of order REFERENCE_ORDER over REFERENCE_CALLS levels (`reference_grid`: Karras in
+   VE, uniform in lambda in flow), its states x*(s_j) recorded at every level, in the form of
+   `calibrate.Reference` for its level search; a second solve at half the calls checks it: their end states'
+   difference d_1 (RMS, relative) is the reference's error estimate (`reference_error`, docs/calibrated).
    Above REFERENCE_TOLERANCE, a third solve at a quarter of the calls gives d_2 = |x_quarter - x_half| and the
-   observed ratio r = d_2 / d_1 (2^p at order p), and the estimate becomes Richardson's d_1 / (r - 1): the
-   order-4 reference converges at a lower order from a flow model's t = 1 (r = 2.1-3.1 on the trained digits
-   network in flow, where d_1 was 0.019-0.043 of |x|). When the estimate is still above the tolerance (or
-   r <= 1) it is a ValueError giving the figures.
+   observed ratio r = d_2 / d_1 (2^p at order p), and the estimate becomes Richardson's d_1 / (r - 1). When
+   the estimate is still above the tolerance (or r <= 1) it is a ValueError giving the figures. In flow,
+   Karras levels in t (the grid before REVISION 2) put all of sigma_VE above 11 into the first step at 50
+   levels; where the x0 prediction changes there (the trained digits network, whose noise embedding is
+   untrained above sigma_VE of about 80, changes it by 40 % between t = 1 and 0.9995) the reference
+   converged at order 1.1-1.4 (r = 2.1-2.6) and was refused with 2 latents (d_1 = 0.043); uniform in lambda,
+   d_1 = 0.0053, r = 27.
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
    `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
    (no Jacobian gain: the reference makes one call per level), then Karras and polyexponential levels with
@@ -65,6 +68,9 @@ FAMILIES = {"karras": (1.0, 20.0), "polyexponential": (0.5, 4.0)}
 """Level families and the range of their rho, searched by `golden` section in log rho."""
 FAMILY_TRIALS = 6
 FORMAT = "samplerlab.calibrated_solver/1"
+REVISION = 2
+"""The calibration procedure's revision, in the node's cache key, so that a solver cached by an earlier one is
+recalibrated (2: the flow reference grid, `reference_grid`); the JSON format of a solver is FORMAT."""
 
 
 def conditions(space, s, i, n_states, n_preds):
@@ -268,11 +274,27 @@ def checked_model(model, counter):
     return call
 
 
+def reference_grid(calls, sigma_min, sigma_max, space):
+    """The reference's host levels [calls + 1] (the last 0): Karras (rho 7) in VE; uniform in lambda for a flow
+    model, whose top t = 1 is lambda = -inf: from there one step to t = 1 - 1/calls^2 (shrinking with the
+    calls, so that the check sees its error), then calls - 1 levels uniform in lambda down to sigma_min.
+    Karras levels in t take all of sigma_VE above t_1 / (1 - t_1) (11 at 50 levels) in one step (module
+    docstring, step 1)."""
+    if not space.flow:
+        return SCHEDULERS["karras"].fn(calls, sigma_min, sigma_max, space=space.name)
+    top = space.alpha(sigma_max) == 0
+    start = 1 - calls ** -2.0 if top else sigma_max
+    if not sigma_min < start:
+        raise ValueError(f"sigma_min of a flow model must be < {start:.9g} for a reference of {calls} calls, got {sigma_min}")
+    lam = torch.linspace(space.lam(start), space.lam(sigma_min), calls - int(top), dtype=F64)
+    return torch.cat([torch.ones(int(top), dtype=F64), torch.sigmoid(-lam), torch.zeros(1, dtype=F64)])
+
+
 def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progress):
-    """The reference (module docstring, step 1): host grid [M + 1] (Karras, M = calls, last 0), flat states
+    """The reference (module docstring, step 1): host grid [M + 1] (`reference_grid`, M = calls), flat states
     [M + 1, B, N] at its levels (the last the end state), and the surrogate `calibrate.Reference` (gains 0:
     D held at its reference value per level) for the level search."""
-    grid = SCHEDULERS["karras"].fn(calls, sigma_min, sigma_max, space=space.name).to(x_T.dtype)
+    grid = reference_grid(calls, sigma_min, sigma_max, space).to(x_T.dtype)
     xs, ds = [], []
 
     def record(info):
@@ -354,7 +376,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     scale = max(float(states[-1].pow(2).mean().sqrt()), 1e-30)
 
     def solve(calls, stage):
-        grid = SCHEDULERS["karras"].fn(calls, sigma_min, sigma_max, space=space.name).to(x_T.dtype)
+        grid = reference_grid(calls, sigma_min, sigma_max, space).to(x_T.dtype)
         report = (lambda info: progress(stage, info["i"] + 1, calls)) if progress is not None else None
         return flat(sample_exp_multistep(counted, x_T, grid, extra_args=extra_args, callback=report, disable=True,
                                          space=space.name, order=REFERENCE_ORDER))
