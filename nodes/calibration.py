@@ -56,15 +56,20 @@ def cond_identity(conditioning):
 
 def staged_progress(totals: dict):
     """progress(stage, done, total) for the core's calibrations: one ComfyUI progress bar over the stages in
-    `totals` (stage -> its share in bar units), and Cancel (raises when the user interrupted)."""
-    bar = comfy.utils.ProgressBar(sum(totals.values()))
-    offsets, at = {}, 0
-    for stage, units in totals.items():
-        offsets[stage], at = at, at + units
+    `totals` (stage -> its share in bar units, in the order they run), and Cancel (raises when the user
+    interrupted). A stage starts where the bar is, so a stage that does not run (the calibrated solver's "order")
+    leaves no gap; the last stage fills the rest of the bar."""
+    size = sum(totals.values())
+    bar = comfy.utils.ProgressBar(size)
+    last = list(totals)[-1]
+    offsets, at = {}, [0]
 
     def progress(stage, done, total):
         comfy.model_management.throw_exception_if_processing_interrupted()
-        bar.update_absolute(offsets[stage] + round(totals[stage] * min(done, total) / max(total, 1)))
+        start = offsets.setdefault(stage, at[0])
+        units = size - start if stage == last else totals[stage]
+        at[0] = max(at[0], start + round(units * min(done, total) / max(total, 1)))
+        bar.update_absolute(at[0])
 
     return progress
 

@@ -105,3 +105,29 @@ def test_cancel_stops_calibration(host, tmp_path):
     finally:
         comfy.model_management.interrupt_current_processing(False)
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_progress_bar_is_continuous_and_ends_full(host, tmp_path, monkeypatch):
+    """The bar never moves back, never jumps over a stage that did not run (the reference check passes here, so
+    "order" does not: before, the bar jumped by its 25 units), and ends at its total (the last step, when the
+    level search stops with calls left, fills the bar)."""
+    import comfy.utils
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.values = total, []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.values.append(value)
+
+    monkeypatch.setattr(comfy.utils, "ProgressBar", Bar)
+    from samplerlab.samplers import calibrated as solver
+
+    nodes, _ = host
+    nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"].execute(**args(analytic_model(False), tmp_path))
+    bar = next(b for b in bars if b.total == solver.BUDGET)
+    steps = [b - a for a, b in zip([0] + bar.values, bar.values)]
+    assert min(steps) >= 0 and max(steps[:-1]) <= 8 and bar.values[-1] == bar.total, (steps, bar.values[-1])
