@@ -294,7 +294,7 @@ def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progr
     """The reference (module docstring, step 1): host grid [M + 1] (`reference_grid`, M = calls), flat states
     [M + 1, B, N] at its levels (the last the end state), and the surrogate `calibrate.Reference` (gains 0:
     D held at its reference value per level) for the level search."""
-    grid = reference_grid(calls, sigma_min, sigma_max, space).to(x_T.dtype)
+    grid = reference_grid(calls, sigma_min, sigma_max, space).to(torch.promote_types(x_T.dtype, torch.float32))
     xs, ds = [], []
 
     def record(info):
@@ -376,7 +376,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     scale = max(float(states[-1].pow(2).mean().sqrt()), 1e-30)
 
     def solve(calls, stage):
-        grid = reference_grid(calls, sigma_min, sigma_max, space).to(x_T.dtype)
+        grid = reference_grid(calls, sigma_min, sigma_max, space).to(torch.promote_types(x_T.dtype, torch.float32))
         report = (lambda info: progress(stage, info["i"] + 1, calls)) if progress is not None else None
         return flat(sample_exp_multistep(counted, x_T, grid, extra_args=extra_args, callback=report, disable=True,
                                          space=space.name, order=REFERENCE_ORDER))
