@@ -35,7 +35,7 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
    on with the fitted step, so each later step is fitted on the states the solver itself reaches
    (trajectory matching, cf. LD3 arXiv 2405.15506, S4S arXiv 2502.17423, PAS arXiv 2411.06503).
 4. The candidate whose final state is nearest the reference end state is kept, and its levels are refined
-   with the calls left (`refine`: pattern search, each trial a step-3 fit), as LD3 learns its levels: at
+   with the calls left (`refine`: pattern search in `level_coordinate`, each trial a step-3 fit), as LD3 learns its levels: at
    5-6 calls the best of the fixed families is often far from the best levels (docs/calibrated).
 """
 import json
@@ -330,16 +330,32 @@ def golden(f, lo, hi, trials):
             fd = f(math.exp(d))
 
 
-def refine(best, fitted, affordable):
+def level_coordinate(grid, space):
+    """Per reference level, the coordinate in which `refine` moves levels: the index in a Karras (rho 7) grid of
+    the same size and range, which in VE is the grid index itself; in flow (a grid uniform in lambda, a third
+    of its levels above t = 0.988) the continuous Karras-in-t index, so that the search's steps are the same
+    fractions of the range as on the Karras-in-t reference of REVISION 1."""
+    n = len(grid) - 2
+    if not space.flow:
+        return np.arange(n + 2, dtype=np.float64)
+    u = np.asarray(grid, dtype=np.float64) ** (1 / 7)
+    return (u[0] - u) / (u[0] - u[-2]) * n
+
+
+def refine(best, fitted, affordable, coord):
     """Pattern search on the levels with real calls: move one inner level a fraction f of the way to either
-    neighbour (in grid indices) and keep the move when the fitted solver's final error falls; halve f when
-    no move helps; stop when the budget is spent or no move is left."""
+    neighbour (in `coord`, rounded to whole units, then the nearest reference level) and keep the move when
+    the fitted solver's final error falls; halve f when no move helps; stop when the budget is spent or no move
+    is left."""
     f = 0.5
     while True:
         improved, moves = False, 0
         for pos in range(1, len(best.sigmas) - 1):
             path = best.meta["path"]
-            for j in (path[pos] - round(f * (path[pos] - path[pos - 1])), path[pos] + round(f * (path[pos + 1] - path[pos]))):
+            here = coord[path[pos]]
+            for nb in (path[pos - 1], path[pos + 1]):
+                step = round(f * abs(coord[nb] - here))
+                j = int(np.abs(coord - (here + math.copysign(step, coord[nb] - here))).argmin())
                 if j == path[pos] or not path[pos - 1] < j < path[pos + 1]:
                     continue
                 if not affordable():
@@ -433,7 +449,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     for name, (lo, hi) in FAMILIES.items():
         golden(family(name), lo, hi, FAMILY_TRIALS)
     best = min(tried.values(), key=lambda c: c.fit_error)
-    best = refine(best, fitted, affordable)
+    best = refine(best, fitted, affordable, level_coordinate(grid, space))
     if progress is not None:
         progress("fit", BUDGET - used, BUDGET - used)
     best.model_calls, best.reference_error = counter[0], ref_error

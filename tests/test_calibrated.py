@@ -10,7 +10,7 @@ from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
 from samplerlab.samplers import REGISTRY as SAMPLERS
 from samplerlab.samplers.calibrated import (BUDGET, REFERENCE_TOLERANCE, Calibrated, calibrate_solver, conditions, flat, golden,
-                                             history_sizes, reference_grid, refine)
+                                             history_sizes, level_coordinate, reference_grid, refine)
 from samplerlab.samplers.multistep import sample_exp_multistep
 from samplerlab.samplers.space import resolve
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
@@ -81,11 +81,24 @@ def test_refine_finds_the_best_levels_within_its_budget():
                           fit_error=sum((a - b) ** 2 for a, b in zip(path, best_path)))
 
     start = fitted("start", [0, 20, 45, 60, 99])
-    out = refine(start, fitted, lambda: len(trials) < 200)
+    out = refine(start, fitted, lambda: len(trials) < 200, np.arange(100.0))
     assert out.meta["path"] == best_path and out.schedule == "start + refined" and len(trials) < 200
     trials.clear()
-    out = refine(start, fitted, lambda: len(trials) < 3)
+    out = refine(start, fitted, lambda: len(trials) < 3, np.arange(100.0))
     assert len(trials) == 3 and out.fit_error < start.fit_error
+
+
+def test_refine_moves_in_karras_units_whatever_the_grid():
+    """VE: the grid index itself; flow (a grid uniform in lambda): t^(1/7) scaled to the index of a Karras grid
+    of the same size, 0 at t = 1 and M - 1 at sigma_min, increasing, so that the level at t = 0.988 (a third of
+    the lambda grid's indices) is a few units from the top, as on a Karras grid."""
+    ve = reference_grid(100, 0.002, 80.0, resolve("ve"))
+    assert np.array_equal(level_coordinate(ve.tolist(), resolve("ve")), np.arange(101.0))
+    g = reference_grid(100, 0.002, 1.0, resolve("flow")).tolist()
+    c = level_coordinate(g, resolve("flow"))
+    assert c[0] == 0 and abs(c[-2] - 99) < 1e-9 and (np.diff(c) > 0).all()
+    j = int(np.abs(np.asarray(g) - 0.988).argmin())
+    assert j > 25 and c[j] < 2.5
 
 
 def test_a_seed_gone_to_another_mode_does_not_set_the_fit(monkeypatch):
