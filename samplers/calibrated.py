@@ -290,11 +290,18 @@ def reference_grid(calls, sigma_min, sigma_max, space):
     return torch.cat([torch.ones(int(top), dtype=F64), torch.sigmoid(-lam), torch.zeros(1, dtype=F64)])
 
 
+def reference_solve(model, x_T, sigma_min, sigma_max, space, extra_args, calls, callback=None):
+    """(host grid [calls + 1], end state): exp_multistep of order REFERENCE_ORDER from x_T on `reference_grid`
+    (float32 at least: a bf16 latent would round 1 - 1/calls^2 to 1), callback per step."""
+    grid = reference_grid(calls, sigma_min, sigma_max, space).to(torch.promote_types(x_T.dtype, torch.float32))
+    return grid, sample_exp_multistep(model, x_T, grid, extra_args=extra_args, callback=callback, disable=True,
+                                      space=space.name, order=REFERENCE_ORDER)
+
+
 def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progress):
     """The reference (module docstring, step 1): host grid [M + 1] (`reference_grid`, M = calls), flat states
     [M + 1, B, N] at its levels (the last the end state), and the surrogate `calibrate.Reference` (gains 0:
     D held at its reference value per level) for the level search."""
-    grid = reference_grid(calls, sigma_min, sigma_max, space).to(torch.promote_types(x_T.dtype, torch.float32))
     xs, ds = [], []
 
     def record(info):
@@ -303,8 +310,7 @@ def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progr
         if progress is not None:
             progress(len(xs), calls)
 
-    end = sample_exp_multistep(model, x_T, grid, extra_args=extra_args, callback=record, disable=True,
-                               space=space.name, order=REFERENCE_ORDER)
+    grid, end = reference_solve(model, x_T, sigma_min, sigma_max, space, extra_args, calls, record)
     states = torch.stack(xs + [flat(end)])
     coords = reference_tools.orthonormal_coordinates(torch.cat([states, torch.stack(ds)]))
     ref = reference_tools.Reference(grid.tolist(), coords[:len(states)], coords[len(states):],
@@ -392,10 +398,8 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     scale = max(float(states[-1].pow(2).mean().sqrt()), 1e-30)
 
     def solve(calls, stage):
-        grid = reference_grid(calls, sigma_min, sigma_max, space).to(torch.promote_types(x_T.dtype, torch.float32))
         report = (lambda info: progress(stage, info["i"] + 1, calls)) if progress is not None else None
-        return flat(sample_exp_multistep(counted, x_T, grid, extra_args=extra_args, callback=report, disable=True,
-                                         space=space.name, order=REFERENCE_ORDER))
+        return flat(reference_solve(counted, x_T, sigma_min, sigma_max, space, extra_args, calls, report)[1])
 
     half = solve(reference_calls // 2, "check")
     ref_error = float((half - states[-1]).pow(2).mean().sqrt()) / scale
