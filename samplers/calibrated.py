@@ -20,7 +20,7 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
    levels; where the x0 prediction changes there (the trained digits network, whose noise embedding is
    untrained above sigma_VE of about 80, changes it by 40 % between t = 1 and 0.9995) the reference
    converged at order 1.1-1.4 (r = 2.1-2.6) and was refused with 2 latents (d_1 = 0.043); uniform in lambda,
-   d_1 = 0.0053, r = 27.
+   d_1 = 0.0053 (docs/calibrated/digits_2).
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
    `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
    (no Jacobian gain: the reference makes one call per level), then Karras and polyexponential levels with
