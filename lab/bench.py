@@ -61,8 +61,9 @@ class Pipeline:
     A fixed-step pipeline gets the most steps whose counted calls fit a cell's budget (`calls_per_step` is the
     first guess); an adaptive one (`ladder`: tolerances, each passed as run(..., rtol=tol) on the levels
     [sigma_max, sigma_min, 0]) the best run that fits. A calibrated pipeline makes its own levels and run:
-    calibrate(model, x_cal, sigma_min, sigma_max, nfe, space) -> (sigmas, run), from start states of seeds that
-    are never evaluation seeds; it is scored against the best baseline over all schedules."""
+    calibrate(model, x_cal, sigma_min, sigma_max, nfe, space) -> a solver with `sigmas` and
+    `sample(model, x, disable=True)` (samplers.calibrated.Calibrated), from start states of seeds that are never
+    evaluation seeds (`calibrated_cells`); it is scored against the best baseline over all schedules."""
 
     label: str
     run: Callable = None
@@ -122,10 +123,26 @@ def calibrated_pipeline():
     from ..samplers.calibrated import calibrate_solver
 
     def calibrate(model, x_cal, sigma_min, sigma_max, nfe, space):
-        cal = calibrate_solver(model, x_cal, sigma_min, sigma_max, nfe, space=space)
-        return torch.tensor(cal.sigmas), lambda m, x, s, space="ve": cal.sample(m, x, disable=True)
+        return calibrate_solver(model, x_cal, sigma_min, sigma_max, nfe, space=space)
 
     return Pipeline(CALIBRATED, calibrate=calibrate)
+
+
+def calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate):
+    """Per budget, (nfe, outcome): the ValueError with which `calibrate` (Pipeline.calibrate) refused the model (its
+    reference does not converge, say), or (solver, counted calls, per-sample errors [B], seconds) of the solver,
+    calibrated on the start states of `cal_seeds`, run from x_T (float32, like a host) against `exact`."""
+    sigma_min, sigma_max = schedule_range(problem, space)
+    x_cal, cal_labels = problem.draw(list(cal_seeds), space, sigma_max)
+    model = problem.model(space, labels)
+    for nfe in nfes:
+        try:
+            cal = calibrate(problem.model(space, cal_labels), x_cal.float(), sigma_min, sigma_max, nfe, space)
+        except ValueError as e:
+            yield nfe, e
+            continue
+        yield (nfe, (cal,) + _one(lambda m, x, s, space: cal.sample(m, x, disable=True), model, x_T.float(),
+                                  torch.as_tensor(cal.sigmas), space, exact))
 
 
 def _one(fn, model, x, sigmas, space, exact, **kw):
@@ -163,19 +180,16 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
         if pipe.calibrate is not None:
             if set(cal_seeds) & set(seeds):
                 raise ValueError(f"{pipe.label}: calibration seeds must differ from the evaluation seeds {seeds}")
-            x_cal, cal_labels = problem.draw(cal_seeds, space, sigma_max)
-            for nfe in nfes:
-                try:
-                    sigmas, run = pipe.calibrate(problem.model(space, cal_labels), x_cal.float(), sigma_min, sigma_max, nfe, space)
-                except ValueError as e:
+            for nfe, out in calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, pipe.calibrate):
+                if isinstance(out, ValueError):
                     if refused is None:
-                        raise
-                    refused.append(f"{pipe.label} on {problem.name} ({space}, {nfe} calls) refused: {e}")
+                        raise out
+                    refused.append(f"{pipe.label} on {problem.name} ({space}, {nfe} calls) refused: {out}")
                     print(refused[-1], file=sys.stderr)
                     continue
-                calls, err, sec = _one(run, model, x, sigmas, space, exact)
+                cal, calls, err, sec = out
                 e, ci = mean_ci(err)
-                records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(sigmas) - 1, calls, e, ci, sec))
+                records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(cal.sigmas) - 1, calls, e, ci, sec))
             continue
         for sched in schedules:
             def levels(n):

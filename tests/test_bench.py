@@ -1,6 +1,7 @@
 """The bench as a measurement of pipelines: development and held-out problems, calibration seeds disjoint from
 evaluation seeds, counted calls in every table; and the training-free default's quadrature (samplers/adams.py)."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def _calibrated(seen):
     def calibrate(model, x_cal, sigma_min, sigma_max, nfe, space):
         seen.append(x_cal)
         sigmas = SCHEDULERS["karras"].fn(nfe, sigma_min, sigma_max).float()
-        return sigmas, lambda m, x, s, space="ve": REGISTRY["euler"].fn(m, x, s, disable=True, space=space)
+        return SimpleNamespace(sigmas=sigmas, sample=lambda m, x, disable: REGISTRY["euler"].fn(m, x, sigmas, disable=disable))
     return bench.Pipeline("cal:euler", calibrate=calibrate)
 
 

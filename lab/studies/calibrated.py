@@ -11,11 +11,9 @@ import math
 import time
 from pathlib import Path
 
-import torch
-
 from ...samplers.calibrated import calibrate_solver
 from .. import bench, problems
-from ..runner import mean_ci, rms_error, schedule_range
+from ..runner import mean_ci, schedule_range
 
 
 HELD_OUT = ("gaussian96", "mixture32", "memorise16", "gaussian48", "mixture20", "memorise24")
@@ -43,23 +41,25 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
     sigma_min, sigma_max = schedule_range(problem, space)
     x_T, labels = problem.draw(list(seeds), space, sigma_max)
     exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
-    xc, lc = problem.draw(list(cal_seeds), space, sigma_max)
     base = best_baselines(problem, space, nfes, seeds, comfy_path)
-    rows = []
-    for nfe in nfes:
+    seconds = {}
+
+    def calibrate(*args):
         t0 = time.perf_counter()
-        try:
-            cal = calibrate_solver(problem.model(space, lc), xc.float(), sigma_min, sigma_max, nfe, space)
-        except ValueError as e:
-            rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(e)))
+        cal = calibrate_solver(*args)
+        seconds[args[4]] = time.perf_counter() - t0
+        return cal
+
+    rows = []
+    for nfe, out in bench.calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate):
+        if isinstance(out, ValueError):
+            rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(out)))
             continue
-        seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            per_seed = rms_error(cal.sample(problem.model(space, labels), x_T.float(), disable=True), exact)
+        cal, _, per_seed, _ = out
         err, ci = mean_ci(per_seed)
         label, b, b_ci = base[nfe]
         rows.append(dict(problem=problem.name, space=space, nfe=nfe, calibrated=err, ci=ci, baseline=label,
-                         baseline_error=b, baseline_ci=b_ci, ratio=err / b, calls=cal.model_calls, seconds=seconds,
+                         baseline_error=b, baseline_ci=b_ci, ratio=err / b, calls=cal.model_calls, seconds=seconds[nfe],
                          reference_error=cal.reference_error, fit_error=cal.fit_error, schedule=cal.schedule,
                          sigmas=cal.sigmas, median=float(per_seed.median()), worst=float(per_seed.max())))
     return rows
