@@ -10,7 +10,7 @@ from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
 from samplerlab.samplers import REGISTRY as SAMPLERS
 from samplerlab.samplers.calibrated import (BUDGET, REFERENCE_TOLERANCE, Calibrated, calibrate_solver, conditions, flat, golden,
-                                             history_sizes, level_coordinate, reference_grid, refine)
+                                             history_sizes, level_coordinate, reference_grid, reference_solve, refine)
 from samplerlab.samplers.multistep import sample_exp_multistep
 from samplerlab.samplers.space import resolve
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
@@ -42,6 +42,20 @@ def test_levels_calls_and_callback(cal5):
     out = cal.sample(counted, x, callback=lambda info: seen.append((info["i"], float(info["sigma"]))), disable=True)
     assert counted.calls == 5 and [i for i, _ in seen] == list(range(5))
     assert [v for _, v in seen] == pytest.approx(s[:-1]) and bool(torch.isfinite(out).all())
+
+
+def test_trials_reuse_the_calls_of_the_levels_they_share_and_end_where_a_full_run_ends(cal5):
+    """A trial that shares its first levels with the best run so far takes their states and predictions instead of
+    calls (all share sigma_max; a refinement move keeps every level above the one it moves), so more trials fit in
+    BUDGET than nfe calls each would allow; the reported fit error is that of a plain run of the shipped solver."""
+    cal, spent = cal5
+    assert cal.meta["candidates"] * cal.nfe > spent - cal.meta["reference_calls"] * 3 // 2
+    lo, hi = schedule_range(PROBLEM, "ve")
+    x, _ = PROBLEM.draw(list(range(100, 106)), "ve", hi)
+    _, ref = reference_solve(PROBLEM.model(), x, lo, hi, resolve("ve"), None, cal.meta["reference_calls"])
+    with torch.no_grad():
+        end = cal.sample(PROBLEM.model(), x, disable=True)
+    assert float((flat(end) - flat(ref)).pow(2).mean(1).sqrt().mean()) == pytest.approx(cal.fit_error, rel=1e-9)
 
 
 def test_every_step_is_first_order_consistent(cal5):
@@ -81,10 +95,10 @@ def test_refine_finds_the_best_levels_within_its_budget():
                           fit_error=sum((a - b) ** 2 for a, b in zip(path, best_path)))
 
     start = fitted("start", [0, 20, 45, 60, 99])
-    out = refine(start, fitted, lambda: len(trials) < 200, np.arange(100.0))
+    out = refine(start, fitted, lambda path: len(trials) < 200, np.arange(100.0))
     assert out.meta["path"] == best_path and out.schedule == "start + refined" and len(trials) < 200
     trials.clear()
-    out = refine(start, fitted, lambda: len(trials) < 3, np.arange(100.0))
+    out = refine(start, fitted, lambda path: len(trials) < 3, np.arange(100.0))
     assert len(trials) == 3 and out.fit_error < start.fit_error
 
 
