@@ -49,7 +49,7 @@ def test_trials_reuse_the_calls_of_the_levels_they_share_and_end_where_a_full_ru
     calls (all share sigma_max; a refinement move keeps every level above the one it moves), so more trials fit in
     BUDGET than nfe calls each would allow; the reported fit error is that of a plain run of the shipped solver."""
     cal, spent = cal5
-    assert cal.meta["candidates"] * cal.nfe > spent - cal.meta["reference_calls"] * 3 // 2
+    assert cal.meta["candidates"] > 1.6 * (spent - cal.meta["reference_calls"] * 3 // 2) / cal.nfe
     lo, hi = schedule_range(PROBLEM, "ve")
     x, _ = PROBLEM.draw(list(range(100, 106)), "ve", hi)
     _, ref = reference_solve(PROBLEM.model(), x, lo, hi, resolve("ve"), None, cal.meta["reference_calls"])
