@@ -189,7 +189,8 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
                     continue
                 cal, calls, err, sec = out
                 e, ci = mean_ci(err)
-                records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(cal.sigmas) - 1, calls, e, ci, sec))
+                records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(cal.sigmas) - 1, calls, e, ci, sec,
+                                      float(err.median())))
             continue
         for sched in schedules:
             def levels(n):
@@ -208,7 +209,7 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
                 else:
                     steps, calls, err, sec = _fixed(pipe, model, x, space, exact, levels, nfe)
                 e, ci = mean_ci(err)
-                records.append(Record(problem.name, space, pipe.label, sched, nfe, steps, calls, e, ci, sec))
+                records.append(Record(problem.name, space, pipe.label, sched, nfe, steps, calls, e, ci, sec, float(err.median())))
     if hasattr(problem, "modes"):
         for sched in schedules:
             for nfe in nfes:

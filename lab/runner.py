@@ -55,6 +55,8 @@ class Record:
     error: float
     error_ci: float
     seconds: float
+    median: Optional[float] = None
+    """The median over the seeds of the per-sample error (`error` is their mean); None where not recorded."""
 
 
 def schedule_range(problem: Problem, space):

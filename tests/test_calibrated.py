@@ -269,6 +269,7 @@ def test_study_on_held_out_seeds():
     assert rows[0]["nfe"] == 5 and rows[0]["calls"] <= BUDGET and rows[0]["baseline"]
     assert rows[0]["ratio"] < 0.5, rows
     assert rows[0]["median"] <= rows[0]["worst"] and rows[0]["calibrated"] <= rows[0]["worst"]
+    assert 0 < rows[0]["baseline_median"] and f"| {rows[0]['baseline_median']:.1e} |" in study.markdown(rows)
     more = [dict(rows[0], nfe=6, calibrated=0.5 * rows[0]["calibrated"]), dict(rows[0], nfe=8, calibrated=10 * rows[0]["calibrated"])]
     assert study.monotone(rows + more) == [True, True, False]
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
