@@ -43,16 +43,8 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
     x_T, labels = problem.draw(list(seeds), space, sigma_max)
     exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
     base = best_baselines(problem, space, nfes, seeds, comfy_path)
-    seconds = {}
-
-    def calibrate(*args):
-        t0 = time.perf_counter()
-        cal = calibrate_solver(*args)
-        seconds[args[4]] = time.perf_counter() - t0
-        return cal
-
     rows = []
-    for nfe, out in bench.calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate):
+    for nfe, out in bench.calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate_solver):
         if isinstance(out, ValueError):
             rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(out)))
             continue
@@ -60,7 +52,7 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
         err, ci = mean_ci(per_seed)
         label, b, b_ci, b_median = base[nfe]
         rows.append(dict(problem=problem.name, space=space, nfe=nfe, calibrated=err, ci=ci, baseline=label,
-                         baseline_error=b, baseline_ci=b_ci, baseline_median=b_median, ratio=err / b, calls=cal.model_calls, seconds=seconds[nfe],
+                         baseline_error=b, baseline_ci=b_ci, baseline_median=b_median, ratio=err / b, calls=cal.model_calls, seconds=cal.seconds,
                          reference_error=cal.reference_error, fit_error=cal.fit_error, schedule=cal.schedule,
                          sigmas=cal.sigmas, median=float(per_seed.median()), worst=float(per_seed.max())))
     return rows
