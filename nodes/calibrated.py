@@ -3,7 +3,9 @@ SIGMAS for SamplerCustomAdvanced. Node id `SamplerLabCalibratedSampler` is a com
 
 Cache (the calibrated schedule's folder, one JSON per key, written atomically): the model's identity
 (nodes/calibration.py), the conditioning (its tensors hashed), cfg, the latent shape, steps (K), the
-calibration batch and seed, the parametrisation and the solver's format version.
+calibration batch and seed, the parametrisation, the solver's format version and the `start` levels, if any.
+With `chain_from`, every step count from it up to `steps` is calibrated in turn, each seeded with the one
+before (calibrate_solver's `start`), and cached under its own key.
 """
 import json
 import logging
@@ -85,30 +87,49 @@ class CalibratedSampler(io.ComfyNode):
                     io.Combo.Input("mode", options=["reuse", "recalibrate"], default="reuse",
                                    tooltip="reuse: load the cached solver when there is one; recalibrate: compute and overwrite."),
                     io.String.Input("cache_dir", default="", optional=True,
-                                    tooltip=f"Folder of the JSON cache; empty: ${CACHE_ENV} or <ComfyUI user dir>/samplerlab/schedules.")],
+                                    tooltip=f"Folder of the JSON cache; empty: ${CACHE_ENV} or <ComfyUI user dir>/samplerlab/schedules."),
+                    io.Sigmas.Input("start", optional=True,
+                                    tooltip="Levels the search starts from besides its own: the SIGMAS of a Calibrated sampler "
+                                            "with steps - 1 (one level is added to them), or any schedule of `steps` steps."),
+                    io.Int.Input("chain_from", default=0, min=0, max=hi, optional=True,
+                                 tooltip="0: off. Else calibrate every step count from this one up to `steps`, each seeded "
+                                         "with the one before (better and monotone in steps on the lab's problems, at one "
+                                         "calibration per count, each cached).")],
             outputs=[io.Sampler.Output(), io.Sigmas.Output()],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, steps, cfg, seed, seeds, mode, cache_dir=""):
+    def execute(cls, model, positive, negative, latent, steps, cfg, seed, seeds, mode, cache_dir="", start=None,
+                chain_from=0):
         folder = cache_folder(cache_dir)
-        key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
-               "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": int(steps),
-               "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
-               "revision": solver.REVISION}
-        found = load(folder, key) if mode == "reuse" else None
-        if found is None:
-            stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2,
-                      "order": solver.REFERENCE_CALLS // 4}
-            progress = staged_progress({**stages, "fit": solver.BUDGET - sum(stages.values())})
-            found = calibrate_in_host(model, positive, negative, cfg, latent, seeds, seed,
-                                      lambda model_k, x, extra_args, sigma_min, sigma_max, space: solver.calibrate_solver(
-                                          model_k, x, sigma_min, sigma_max, int(steps), space, extra_args, progress))
-            path = save(folder, key, found)
-            logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
-                         steps, found.model_calls, found.seconds, path)
-        sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
-        return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model), key))
+        levels = None if start is None else [float(v) for v in start.detach().to("cpu", torch.float64)]
+        if int(chain_from) and not solver.NFE_RANGE[0] <= int(chain_from) <= int(steps):
+            raise ValueError(f"chain_from must be 0 (off) or a step count in [{solver.NFE_RANGE[0]}, steps = {steps}], "
+                             f"got {chain_from}")
+        for k in range(int(chain_from) or int(steps), int(steps) + 1):
+            key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
+                   "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": k,
+                   "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
+                   "revision": solver.REVISION, **({"start": levels} if levels is not None else {})}
+            found = (load(folder, key) if mode == "reuse" else None) or calibrated(model, positive, negative, cfg, latent,
+                                                                                 seeds, seed, k, levels, folder, key)
+            sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
+            levels = sigmas.double().tolist()
+        page_key = {**key, "chain_from": int(chain_from)}  # the page keeps these levels while chain_from stays too
+        return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model), page_key))
+
+
+def calibrated(model, positive, negative, cfg, latent, seeds, seed, steps, start, folder, key):
+    """Calibrate the solver of `steps` calls in the host (progress bar, Cancel) and write it to the cache."""
+    stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2, "order": solver.REFERENCE_CALLS // 4}
+    progress = staged_progress({**stages, "fit": solver.BUDGET - sum(stages.values())})
+    found = calibrate_in_host(model, positive, negative, cfg, latent, seeds, seed,
+                              lambda model_k, x, extra_args, sigma_min, sigma_max, space: solver.calibrate_solver(
+                                  model_k, x, sigma_min, sigma_max, steps, space, extra_args, progress, start=start))
+    path = save(folder, key, found)
+    logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
+                 steps, found.model_calls, found.seconds, path)
+    return found
 
 
 NODES = [CalibratedSampler]

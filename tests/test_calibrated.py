@@ -10,7 +10,8 @@ from samplerlab.lab import problems
 from samplerlab.lab.runner import CountingModel, rms_error, schedule_range
 from samplerlab.samplers import REGISTRY as SAMPLERS
 from samplerlab.samplers.calibrated import (BUDGET, REFERENCE_TOLERANCE, Calibrated, calibrate_solver, conditions, flat, golden,
-                                             history_sizes, level_coordinate, reference_grid, reference_solve, refine)
+                                             history_sizes, level_coordinate, nested, reference_grid, reference_solve,
+                                             refine)
 from samplerlab.samplers.multistep import sample_exp_multistep
 from samplerlab.samplers.space import resolve
 from samplerlab.schedulers import REGISTRY as SCHEDULERS
@@ -113,6 +114,32 @@ def test_refine_moves_in_karras_units_whatever_the_grid():
     assert c[0] == 0 and abs(c[-2] - 99) < 1e-9 and (np.diff(c) > 0).all()
     j = int(np.abs(np.asarray(g) - 0.988).argmin())
     assert j > 25 and c[j] < 2.5
+
+
+def test_nested_holds_the_start_and_adds_one_level_per_interval():
+    coord = np.arange(101.0)
+    assert nested([0, 30, 60, 100], coord, 3) == [[0, 30, 60, 100]]
+    assert nested([0, 30, 31, 100], coord, 4) == [[0, 15, 30, 31, 100], [0, 30, 31, 65, 100]]
+
+
+def test_a_start_with_one_call_fewer_seeds_the_search(cal5):
+    """Seeded with the 5-call solver's levels, the 6-call search starts from them with one level inserted, and
+    ends nearer the reference than the 5-call solver (the same calibration starts); it keeps the budget."""
+    small, _ = cal5
+    lo, hi = schedule_range(PROBLEM, "ve")
+    x, _ = PROBLEM.draw(list(range(100, 106)), "ve", hi)
+    counted = CountingModel(PROBLEM.model("ve"))
+    cal = calibrate_solver(counted, x, lo, hi, 6, start=small.sigmas)
+    assert cal.meta["start"] == small.sigmas and counted.calls == cal.model_calls <= BUDGET
+    assert cal.fit_error < small.fit_error
+    assert Calibrated.from_json(cal.to_json()).meta["start"] == small.sigmas
+
+
+@pytest.mark.parametrize("start", [[80.0, 1.0, 0.0], [80.0, 1.0, 2.0, 0.5, 0.1, 0.0], [80.0, 10.0, 1.0, 0.5, 0.1, 0.01]])
+def test_a_start_that_is_no_schedule_of_nfe_or_one_fewer_steps_is_named(start):
+    x, _ = PROBLEM.draw([1, 2], "ve", 80.0)
+    with pytest.raises(ValueError, match="start must be 5 or 6 host levels descending to 0"):
+        calibrate_solver(PROBLEM.model(), x, 0.002, 80.0, 5, start=start)
 
 
 def test_a_seed_gone_to_another_mode_does_not_set_the_fit(monkeypatch):
@@ -273,6 +300,23 @@ def test_study_on_held_out_seeds():
     more = [dict(rows[0], nfe=6, calibrated=0.5 * rows[0]["calibrated"]), dict(rows[0], nfe=8, calibrated=10 * rows[0]["calibrated"])]
     assert study.monotone(rows + more) == [True, True, False]
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
+
+
+def test_the_chained_study_seeds_every_budget_with_the_one_before(monkeypatch):
+    from samplerlab.lab.studies import calibrated as study
+
+    calls = []
+    real = study.calibrate_solver
+
+    def spy(model, x, lo, hi, nfe, space="ve", start=None):
+        calls.append((nfe, None if start is None else len(start)))
+        return real(model, x, lo, hi, nfe, space, start=start)
+
+    monkeypatch.setattr(study, "calibrate_solver", spy)
+    rows = study.evaluate(PROBLEM, "ve", [6, 4], range(2), range(100, 103), chain=True)
+    assert calls == [(4, None), (5, 5), (6, 6)] and [r["nfe"] for r in rows] == [4, 6]
+    assert rows[0]["chain_calls"] == rows[0]["calls"] and rows[1]["chain_calls"] > 2 * rows[1]["calls"]
+    assert f"| {rows[1]['calls']} (chain {rows[1]['chain_calls']}) |" in study.markdown(rows)
 
 
 def test_study_lists_a_refused_calibration_and_goes_on(monkeypatch):

@@ -64,6 +64,32 @@ def test_calibrated_sampler_in_sample_custom_and_cached(host, flow, tmp_path, mo
     assert len(list(tmp_path.glob("calibrated-5-*.json"))) == 1
 
 
+def test_a_calibrated_sampler_seeded_with_one_step_fewer(host, tmp_path):
+    """Chained: the SIGMAS of a 5-step Calibrated sampler as the `start` of a 6-step one; the start is in the
+    cache key (a run without it is another entry); a start of another length is a ValueError that names it.
+    chain_from = 5 on a 6-step node is the same chain, from the cache; out of range, a ValueError that names it."""
+    import torch
+
+    nodes, _ = host
+    mp = analytic_model(False)
+    node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"]
+    five = node.execute(**args(mp, tmp_path))[1]
+    six = node.execute(**dict(args(mp, tmp_path), steps=6, start=five))[1]
+    assert len(six) == 7 and float(six[-1]) == 0 and bool((six[:-1] > six[1:]).all())
+    [entry] = tmp_path.glob("calibrated-6-*.json")
+    assert json.loads(entry.read_text())["key"]["start"] == five.double().tolist()
+    node.execute(**dict(args(mp, tmp_path), steps=6))
+    assert len(list(tmp_path.glob("calibrated-6-*.json"))) == 2
+    with pytest.raises(ValueError, match="start must be 7 or 8 host levels"):
+        node.execute(**dict(args(mp, tmp_path), steps=7, start=torch.tensor([14.6, 1.0, 0.0])))
+    chained = node.execute(**dict(args(mp, tmp_path), steps=6, chain_from=5))[1]  # the same chain in one node
+    torch.testing.assert_close(chained, six)
+    assert len(list(tmp_path.glob("calibrated-*.json"))) == 3
+    for bad in (2, 7):
+        with pytest.raises(ValueError, match=r"chain_from must be 0 \(off\) or a step count in \[3, steps = 6\]"):
+            node.execute(**dict(args(mp, tmp_path), steps=6, chain_from=bad))
+
+
 def levels_reach_the_page(pack, mp, out, flow):
     """The page's plot after a run (web/samplerlab.js, as for Calibrated schedule): the node's own levels and the
     model's view (space, range), which the plot route takes back for later widget changes."""
@@ -82,7 +108,7 @@ def levels_reach_the_page(pack, mp, out, flow):
     [key] = out.ui["sl_key"]
     widgets = {k: v for k, v in args(mp, "").items() if isinstance(v, (int, float, str))}
     assert {k: key[k] for k in widgets if k in key} == {"steps": 5, "cfg": 1.0, "seed": 3, "seeds": 2}
-    assert "mode" not in key and "cache_dir" not in key and json.loads(json.dumps(key)) == key
+    assert key["chain_from"] == 0 and "mode" not in key and "cache_dir" not in key and json.loads(json.dumps(key)) == key
 
 
 def test_unusable_cache_location_warns_and_still_returns(host, tmp_path, caplog):

@@ -33,10 +33,29 @@ def best_baselines(problem, space, nfes, seeds, comfy_path=None):
     return top
 
 
-def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
+def chained(nfes):
+    """A `calibrate` for bench.calibrated_cells that calibrates every budget from min(nfes) up to each one asked
+    for, each seeded with the one before (calibrate_solver's `start`); its meta["chain_calls"] counts the calls
+    of the whole chain. A refusal (ValueError) ends the chain: the next budget asked for starts it again."""
+    last = {}
+
+    def calibrate(model, x, sigma_min, sigma_max, nfe, space):
+        prev, total = last.pop("cal", None), last.pop("calls", 0)
+        for k in range(prev.nfe + 1 if prev is not None else min(nfes), nfe + 1):
+            prev = calibrate_solver(model, x, sigma_min, sigma_max, k, space=space,
+                                    start=prev.sigmas if prev is not None else None)
+            total += prev.model_calls
+        prev.meta["chain_calls"] = total
+        last.update(cal=prev, calls=total)
+        return prev
+
+    return calibrate
+
+
+def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None, chain=False):
     """Rows (dicts), one per budget: calibrated error with its interval, calibration cost, the best baseline;
     where the calibration refuses the model (a ValueError: its reference does not converge, say), the row holds
-    `refused`, the reason, instead."""
+    `refused`, the reason, instead. chain: every budget seeded with the one before (`chained`)."""
     if set(seeds) & set(cal_seeds):
         raise ValueError("calibration seeds must be disjoint from evaluation seeds")
     sigma_min, sigma_max = schedule_range(problem, space)
@@ -44,7 +63,8 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
     exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
     base = best_baselines(problem, space, nfes, seeds, comfy_path)
     rows = []
-    for nfe, out in bench.calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate_solver):
+    calibrate = chained(nfes) if chain else calibrate_solver
+    for nfe, out in bench.calibrated_cells(problem, space, sorted(nfes), x_T, labels, exact, cal_seeds, calibrate):
         if isinstance(out, ValueError):
             rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(out)))
             continue
@@ -54,7 +74,8 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None):
         rows.append(dict(problem=problem.name, space=space, nfe=nfe, calibrated=err, ci=ci, baseline=label,
                          baseline_error=b, baseline_ci=b_ci, baseline_median=b_median, ratio=err / b, calls=cal.model_calls, seconds=cal.seconds,
                          reference_error=cal.reference_error, fit_error=cal.fit_error, schedule=cal.schedule,
-                         sigmas=cal.sigmas, median=float(per_seed.median()), worst=float(per_seed.max())))
+                         sigmas=cal.sigmas, median=float(per_seed.median()), worst=float(per_seed.max()),
+                         **({"chain_calls": cal.meta["chain_calls"]} if chain else {})))
     return rows
 
 
@@ -78,7 +99,8 @@ def markdown(rows, target=0.5):
         lines.append(f"| {r['problem']} | {r['space']} | {r['nfe']} | {r['calibrated']:.2e} ± {r['ci']:.1e} "
                      f"| {r['median']:.1e}, {r['worst']:.1e} "
                      f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['baseline_median']:.1e} | {r['ratio']:.2f} "
-                     f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if ok else 'no'} | {r['calls']} |")
+                     f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if ok else 'no'} | {r['calls']}"
+                     + (f" (chain {r['chain_calls']})" if "chain_calls" in r else "") + " |")
     ratios = [r["ratio"] for r in done]
     if ratios:
         lines += ["", f"Target (ratio <= {target}) met in {sum(x <= target for x in ratios)} of {len(done)} cells; "
@@ -100,6 +122,8 @@ def add_parser(sub):
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
     p.add_argument("--seeds", type=int, default=16, help="evaluation seeds 0..N-1 (default: %(default)s)")
     p.add_argument("--cal-seeds", type=int, default=32, help="calibration seeds, from 1000 (default: %(default)s)")
+    p.add_argument("--chain", action="store_true",
+                   help="calibrate every budget from the least --nfe up, each seeded with the one before")
     p.set_defaults(fn=cmd_calibrated)
 
 
@@ -114,7 +138,7 @@ def cmd_calibrated(args):
     for name in args.problems:
         for space in args.spaces:
             rows += evaluate(problems.make(name), space, args.nfe, range(args.seeds),
-                             range(1000, 1000 + args.cal_seeds), comfy)
+                             range(1000, 1000 + args.cal_seeds), comfy, args.chain)
             print(markdown(rows[-len(args.nfe):]).split("\n\n")[0], flush=True)
     table = markdown(rows)
     held = [r for r in rows if r["problem"] in HELD_OUT]
@@ -122,9 +146,11 @@ def cmd_calibrated(args):
         table += "\n\nOn the held-out problems alone (" + ", ".join(HELD_OUT) + "):\n\n" + markdown(held).split("\n\n")[1]
     seconds = time.perf_counter() - t0
     (out / "calibrated.md").write_text(f"{table}\n\nBaselines {'with' if comfy else 'without'} ComfyUI's samplers; "
-                                       f"{args.seeds} evaluation seeds, {args.cal_seeds} calibration seeds; {seconds:.0f} s.\n")
+                                       f"{args.seeds} evaluation seeds, {args.cal_seeds} calibration seeds"
+                                       f"{'; every budget from the least up, each seeded with the one before' if args.chain else ''}"
+                                       f"; {seconds:.0f} s.\n")
     (out / "calibrated.json").write_text(json.dumps({"command": "calibrated", "seeds": args.seeds,
-                                                     "cal_seeds": args.cal_seeds, "comfyui": bool(comfy), "rows": rows},
+                                                     "cal_seeds": args.cal_seeds, "chain": args.chain, "comfyui": bool(comfy), "rows": rows},
                                                     indent=1))
     print(table)
     print(f"wrote {out}/calibrated.md, calibrated.json in {seconds:.0f} s")
