@@ -5,7 +5,7 @@ Cache (the calibrated schedule's folder, one JSON per key, written atomically): 
 (nodes/calibration.py), the conditioning (its tensors hashed), cfg, the latent shape, steps (K), the
 calibration batch and seed, the parametrisation, the solver's format version and the `start` levels, if any.
 With `chain_from`, every step count from it up to `steps` is calibrated in turn, each seeded with the one
-before (calibrate_solver's `start`), and cached under its own key.
+before (calibrate_solver's `start`), from one reference solve, and cached under its own key.
 """
 import json
 import logging
@@ -106,26 +106,30 @@ class CalibratedSampler(io.ComfyNode):
         if int(chain_from) and not solver.NFE_RANGE[0] <= int(chain_from) <= int(steps):
             raise ValueError(f"chain_from must be 0 (off) or a step count in [{solver.NFE_RANGE[0]}, steps = {steps}], "
                              f"got {chain_from}")
+        shared = {}  # the chain's reference solve, made once (calibrate_solver's `reference`)
         for k in range(int(chain_from) or int(steps), int(steps) + 1):
             key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
                    "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": k,
                    "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
                    "revision": solver.REVISION, **({"start": levels} if levels is not None else {})}
             found = (load(folder, key) if mode == "reuse" else None) or calibrated(model, positive, negative, cfg, latent,
-                                                                                 seeds, seed, k, levels, folder, key)
+                                                                                 seeds, seed, k, levels, folder, key,
+                                                                                 shared)
             sigmas = torch.tensor(found.sigmas, dtype=torch.float32)
             levels = sigmas.double().tolist()
         page_key = {**key, "chain_from": int(chain_from)}  # the page keeps these levels while chain_from stays too
         return io.NodeOutput(host_sampler(found), sigmas, ui=schedule_ui(sigmas, model_sampling_of(model), page_key))
 
 
-def calibrated(model, positive, negative, cfg, latent, seeds, seed, steps, start, folder, key):
-    """Calibrate the solver of `steps` calls in the host (progress bar, Cancel) and write it to the cache."""
+def calibrated(model, positive, negative, cfg, latent, seeds, seed, steps, start, folder, key, reference):
+    """Calibrate the solver of `steps` calls in the host (progress bar, Cancel) and write it to the cache;
+    `reference` is calibrate_solver's shared reference."""
     stages = {"reference": solver.REFERENCE_CALLS, "check": solver.REFERENCE_CALLS // 2, "order": solver.REFERENCE_CALLS // 4}
     progress = staged_progress({**stages, "fit": solver.BUDGET - sum(stages.values())})
     found = calibrate_in_host(model, positive, negative, cfg, latent, seeds, seed,
                               lambda model_k, x, extra_args, sigma_min, sigma_max, space: solver.calibrate_solver(
-                                  model_k, x, sigma_min, sigma_max, steps, space, extra_args, progress, start=start))
+                                  model_k, x, sigma_min, sigma_max, steps, space, extra_args, progress, start=start,
+                                  reference=reference))
     path = save(folder, key, found)
     logging.info("samplerlab: calibrated solver, %d steps in %d model calls, %.1f s -> %s",
                  steps, found.model_calls, found.seconds, path)

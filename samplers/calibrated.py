@@ -416,24 +416,9 @@ def check_start(start, nfe):
     return levels
 
 
-def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_args=None, progress=None,
-                     reference_calls=REFERENCE_CALLS, start=None):
-    """The calibrated solver of `model` with `nfe` calls (NFE_RANGE) from calibration starts x_T [B, ...] at
-    sigma_max (module docstring). progress(stage, done, total) is called along the way and may raise to
-    cancel; stages "reference", "check", "order" (only when the check needs it, module docstring) and "fit".
-    start: levels to search from besides the fixed families (`check_start`, `nested`), such as the sigmas of
-    a solver calibrated with nfe - 1 calls. At most BUDGET model calls."""
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or not NFE_RANGE[0] <= nfe <= NFE_RANGE[1]:
-        raise ValueError(f"nfe must be an integer in [{NFE_RANGE[0]}, {NFE_RANGE[1]}], got {nfe!r}")
-    check_range(nfe, sigma_min, sigma_max)
-    start = None if start is None else check_start(start, nfe)
-    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 2:
-        raise ValueError("x_T must be a tensor [B, ...] of calibration start states")
-    if isinstance(reference_calls, bool) or not isinstance(reference_calls, int) or not 20 <= reference_calls <= 200:
-        raise ValueError(f"reference_calls must be an integer in [20, 200], got {reference_calls!r}")
-    space = resolve(space)
-    t0, counter = time.perf_counter(), [0]
-    counted = checked_model(model, counter)
+def solve_reference(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls, progress):
+    """Step 1 of the module docstring: (host grid, states, surrogate, error estimate) of the reference and its
+    check; a ValueError when it does not converge."""
     grid, states, ref = trajectory(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls,
                                    (lambda done, total: progress("reference", done, total)) if progress else None)
     scale = max(float(states[-1].pow(2).mean().sqrt()), 1e-30)
@@ -453,6 +438,45 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
                              f"and {ratio:.3g} times that from {reference_calls // 4} calls: its error is estimated at "
                              f"{estimate:.3g} of |x|, above {REFERENCE_TOLERANCE}")
         ref_error = estimate
+    return grid, states, ref, ref_error
+
+
+def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_args=None, progress=None,
+                     reference_calls=REFERENCE_CALLS, start=None, reference=None):
+    """The calibrated solver of `model` with `nfe` calls (NFE_RANGE) from calibration starts x_T [B, ...] at
+    sigma_max (module docstring). progress(stage, done, total) is called along the way and may raise to
+    cancel; stages "reference", "check", "order" (only when the check needs it, module docstring) and "fit".
+    start: levels to search from besides the fixed families (`check_start`, `nested`), such as the sigmas of
+    a solver calibrated with nfe - 1 calls. reference: a dict shared by calibrations of one model from the same
+    starts (a chain): the first fills it with its reference, the later ones take it from there instead of solving
+    again (a ValueError if it was solved from other starts, levels, space or reference_calls); each is still charged
+    its reference's calls within BUDGET, so it finds the same solver, and meta["reference_reused"] says how many of
+    its model_calls it did not make. At most BUDGET model calls."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or not NFE_RANGE[0] <= nfe <= NFE_RANGE[1]:
+        raise ValueError(f"nfe must be an integer in [{NFE_RANGE[0]}, {NFE_RANGE[1]}], got {nfe!r}")
+    check_range(nfe, sigma_min, sigma_max)
+    start = None if start is None else check_start(start, nfe)
+    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 2:
+        raise ValueError("x_T must be a tensor [B, ...] of calibration start states")
+    if isinstance(reference_calls, bool) or not isinstance(reference_calls, int) or not 20 <= reference_calls <= 200:
+        raise ValueError(f"reference_calls must be an integer in [20, 200], got {reference_calls!r}")
+    space = resolve(space)
+    t0, counter = time.perf_counter(), [0]
+    counted = checked_model(model, counter)
+    key = (float(sigma_min), float(sigma_max), space.name, reference_calls)
+    reused = reference is not None and "key" in reference
+    if reused:
+        if reference["key"] != key or not torch.equal(reference["x_T"], x_T.detach().cpu()):
+            raise ValueError("the shared reference was solved from other start states, levels, space or reference_calls "
+                             f"({reference['key']} against {key})")
+        grid, states, ref, ref_error = reference["solved"]
+        counter[0] = reference["calls"]
+    else:
+        grid, states, ref, ref_error = solve_reference(counted, x_T, sigma_min, sigma_max, space, extra_args,
+                                                       reference_calls, progress)
+        if reference is not None:
+            reference.update(key=key, x_T=x_T.detach().cpu().clone(), solved=(grid, states, ref, ref_error),
+                             calls=counter[0])
     used, tried, lead = counter[0], {}, {"path": [], "seen": []}
 
     def shared(path):
@@ -511,6 +535,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
     best.model_calls, best.reference_error = counter[0], ref_error
     best.seconds = time.perf_counter() - t0
     best.meta = {"seeds": int(x_T.shape[0]), "reference_calls": reference_calls, "candidates": len(tried),
-                 **({"start": start} if start is not None else {})}
+                 **({"start": start} if start is not None else {}),
+                 **({"reference_reused": reference["calls"]} if reused else {})}
     check(best)
     return best

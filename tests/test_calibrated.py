@@ -135,6 +135,23 @@ def test_a_start_with_one_call_fewer_seeds_the_search(cal5):
     assert Calibrated.from_json(cal.to_json()).meta["start"] == small.sigmas
 
 
+def test_a_shared_reference_is_solved_once_and_gives_the_same_solver(cal5):
+    """Calibrations that share `reference` (a chain) solve it once: the second makes only its fit calls, is
+    charged the reference's all the same (BUDGET) and ends with the solver it finds alone; other starts are refused."""
+    alone, _ = cal5
+    lo, hi = schedule_range(PROBLEM, "ve")
+    x, _ = PROBLEM.draw(list(range(100, 106)), "ve", hi)
+    shared = {}
+    calibrate_solver(PROBLEM.model("ve"), x, lo, hi, 4, reference=shared)
+    counted = CountingModel(PROBLEM.model("ve"))
+    cal = calibrate_solver(counted, x, lo, hi, 5, reference=shared)
+    assert cal.sigmas == alone.sigmas and cal.coefficients == alone.coefficients and cal.model_calls == alone.model_calls
+    assert cal.meta["reference_reused"] == shared["calls"] >= 150 and counted.calls == cal.model_calls - shared["calls"]
+    other, _ = PROBLEM.draw(list(range(200, 206)), "ve", hi)
+    with pytest.raises(ValueError, match="shared reference was solved from other start states"):
+        calibrate_solver(PROBLEM.model("ve"), other, lo, hi, 5, reference=shared)
+
+
 @pytest.mark.parametrize("start", [[80.0, 1.0, 0.0], [80.0, 1.0, 2.0, 0.5, 0.1, 0.0], [80.0, 10.0, 1.0, 0.5, 0.1, 0.01]])
 def test_a_start_that_is_no_schedule_of_nfe_or_one_fewer_steps_is_named(start):
     x, _ = PROBLEM.draw([1, 2], "ve", 80.0)
@@ -308,14 +325,14 @@ def test_the_chained_study_seeds_every_budget_with_the_one_before(monkeypatch):
     calls = []
     real = study.calibrate_solver
 
-    def spy(model, x, lo, hi, nfe, space="ve", start=None):
-        calls.append((nfe, None if start is None else len(start)))
-        return real(model, x, lo, hi, nfe, space, start=start)
+    def spy(model, x, lo, hi, nfe, space="ve", start=None, reference=None):
+        calls.append((nfe, None if start is None else len(start), "key" in reference))
+        return real(model, x, lo, hi, nfe, space, start=start, reference=reference)
 
     monkeypatch.setattr(study, "calibrate_solver", spy)
     rows = study.evaluate(PROBLEM, "ve", [6, 4], range(2), range(100, 103), chain=True)
-    assert calls == [(4, None), (5, 5), (6, 6)] and [r["nfe"] for r in rows] == [4, 6]
-    assert rows[0]["chain_calls"] == rows[0]["calls"] and rows[1]["chain_calls"] > 2 * rows[1]["calls"]
+    assert calls == [(4, None, False), (5, 5, True), (6, 6, True)] and [r["nfe"] for r in rows] == [4, 6]
+    assert rows[0]["chain_calls"] == rows[0]["calls"] and 1.3 * rows[1]["calls"] < rows[1]["chain_calls"] < 3 * rows[1]["calls"]
     assert f"| {rows[1]['calls']} (chain {rows[1]['chain_calls']}) |" in study.markdown(rows)
 
 

@@ -64,13 +64,14 @@ def test_calibrated_sampler_in_sample_custom_and_cached(host, flow, tmp_path, mo
     assert len(list(tmp_path.glob("calibrated-5-*.json"))) == 1
 
 
-def test_a_calibrated_sampler_seeded_with_one_step_fewer(host, tmp_path):
+def test_a_calibrated_sampler_seeded_with_one_step_fewer(host, tmp_path, monkeypatch):
     """Chained: the SIGMAS of a 5-step Calibrated sampler as the `start` of a 6-step one; the start is in the
     cache key (a run without it is another entry); a start of another length is a ValueError that names it.
-    chain_from = 5 on a 6-step node is the same chain, from the cache; out of range, a ValueError that names it."""
+    chain_from = 5 on a 6-step node is the same chain, from the cache, and recalibrated the same solver from one
+    reference solve; out of range, a ValueError that names it."""
     import torch
 
-    nodes, _ = host
+    nodes, pack = host
     mp = analytic_model(False)
     node = nodes.NODE_CLASS_MAPPINGS["SamplerLabCalibratedSampler"]
     five = node.execute(**args(mp, tmp_path))[1]
@@ -85,6 +86,12 @@ def test_a_calibrated_sampler_seeded_with_one_step_fewer(host, tmp_path):
     chained = node.execute(**dict(args(mp, tmp_path), steps=6, chain_from=5))[1]  # the same chain in one node
     torch.testing.assert_close(chained, six)
     assert len(list(tmp_path.glob("calibrated-*.json"))) == 3
+    core, solved = pack.nodes.calibrated.solver, []
+    monkeypatch.setattr(core, "solve_reference", lambda *a, real=core.solve_reference: solved.append(1) or real(*a))
+    again = node.execute(**dict(args(mp, tmp_path), steps=6, chain_from=5, mode="recalibrate"))[1]
+    torch.testing.assert_close(again, six)  # both calibrated anew, the 6-step one on the 5-step one's reference
+    assert solved == [1]
+    monkeypatch.undo()
     for bad in (2, 7):
         with pytest.raises(ValueError, match=r"chain_from must be 0 \(off\) or a step count in \[3, steps = 6\]"):
             node.execute(**dict(args(mp, tmp_path), steps=6, chain_from=bad))

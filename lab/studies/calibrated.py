@@ -35,18 +35,19 @@ def best_baselines(problem, space, nfes, seeds, comfy_path=None):
 
 def chained(nfes):
     """A `calibrate` for bench.calibrated_cells that calibrates every budget from min(nfes) up to each one asked
-    for, each seeded with the one before (calibrate_solver's `start`); its meta["chain_calls"] counts the calls
-    of the whole chain. A refusal (ValueError) ends the chain: the next budget asked for starts it again."""
+    for, each seeded with the one before (calibrate_solver's `start`) and sharing its reference (`reference`);
+    its meta["chain_calls"] counts the calls the whole chain made. A refusal (ValueError) ends the chain: the
+    next budget asked for starts it again."""
     last = {}
 
     def calibrate(model, x, sigma_min, sigma_max, nfe, space):
-        prev, total = last.pop("cal", None), last.pop("calls", 0)
+        prev, total, shared = last.pop("cal", None), last.pop("calls", 0), last.pop("reference", {})
         for k in range(prev.nfe + 1 if prev is not None else min(nfes), nfe + 1):
             prev = calibrate_solver(model, x, sigma_min, sigma_max, k, space=space,
-                                    start=prev.sigmas if prev is not None else None)
-            total += prev.model_calls
+                                    start=prev.sigmas if prev is not None else None, reference=shared)
+            total += prev.model_calls - prev.meta.get("reference_reused", 0)
         prev.meta["chain_calls"] = total
-        last.update(cal=prev, calls=total)
+        last.update(cal=prev, calls=total, reference=shared)
         return prev
 
     return calibrate
