@@ -46,6 +46,8 @@ before step 2 (`nested`: with one level inserted at the midpoint of each interva
 search then starts from a solver that already holds the smaller one's levels. The pattern search moves one
 level at a time, and the budget K's space holds far better levels than it finds from the fixed families
 (docs/calibrated/chain/lab: on the lab's Gaussian in VE, 8 calls 4.8e-4 alone against 7.7e-5 chained from 5).
+Calibrations that share `reference` (such a chain: lab/studies/calibrated.py `chained`, the node's chain_from)
+make step 1 once; each is charged its calls within BUDGET all the same, so it finds the solver it finds alone.
 """
 import json
 import math
