@@ -89,8 +89,10 @@ class CalibratedSampler(io.ComfyNode):
                     io.String.Input("cache_dir", default="", optional=True,
                                     tooltip=f"Folder of the JSON cache; empty: ${CACHE_ENV} or <ComfyUI user dir>/samplerlab/schedules."),
                     io.Sigmas.Input("start", optional=True,
-                                    tooltip="Levels the search starts from besides its own: the SIGMAS of a Calibrated sampler "
-                                            "with steps - 1 (one level is added to them), or any schedule of `steps` steps."),
+                                    tooltip="Levels the search starts from besides its own, for the first step count it "
+                                            "calibrates (`steps`, or `chain_from` when set): the SIGMAS of a Calibrated "
+                                            "sampler with one step fewer (one level is added to them), or a schedule of "
+                                            "that many steps."),
                     io.Int.Input("chain_from", default=0, min=0, max=hi, optional=True,
                                  tooltip="0: off. Else calibrate every step count from this one up to `steps`, each seeded "
                                          "with the one before (better and monotone in steps on the lab's problems, at one "
