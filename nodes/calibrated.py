@@ -109,11 +109,12 @@ class CalibratedSampler(io.ComfyNode):
             raise ValueError(f"chain_from must be 0 (off) or a step count in [{solver.NFE_RANGE[0]}, steps = {steps}], "
                              f"got {chain_from}")
         shared = {}  # the chain's reference solve, made once (calibrate_solver's `reference`)
+        common = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
+                  "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated",
+                  "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
+                  "revision": solver.REVISION}
         for k in range(int(chain_from) or int(steps), int(steps) + 1):
-            key = {"model": model_identity(model), "positive": cond_identity(positive), "negative": cond_identity(negative),
-                   "cfg": float(cfg), "shape": list(latent["samples"].shape[1:]), "solver": "calibrated", "steps": k,
-                   "seeds": int(seeds), "seed": int(seed), "space": space_of(model), "format": solver.FORMAT,
-                   "revision": solver.REVISION, **({"start": levels} if levels is not None else {})}
+            key = {**common, "steps": k, **({"start": levels} if levels is not None else {})}
             found = (load(folder, key) if mode == "reuse" else None) or calibrated(model, positive, negative, cfg, latent,
                                                                                  seeds, seed, k, levels, folder, key,
                                                                                  shared)
