@@ -319,6 +319,15 @@ def test_study_on_held_out_seeds():
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
 
 
+def test_the_study_evaluates_on_any_seeds_below_the_calibration_seeds():
+    from samplerlab.lab.studies import calibrated as study
+
+    assert study.evaluation_seeds(16, 16, 32) == range(16, 32)
+    for first, count in ((-1, 16), (990, 16), (0, 0)):
+        with pytest.raises(ValueError, match="--seed0 and --seeds"):
+            study.evaluation_seeds(first, count, 32)
+
+
 def test_the_chained_study_seeds_every_budget_with_the_one_before(monkeypatch):
     from samplerlab.lab.studies import calibrated as study
 

@@ -121,11 +121,22 @@ def add_parser(sub):
                    choices=sorted(problems.PROBLEMS))
     p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
-    p.add_argument("--seeds", type=int, default=16, help="evaluation seeds 0..N-1 (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=16, help="evaluation seeds: N of them (default: %(default)s)")
+    p.add_argument("--seed0", type=int, default=0,
+                   help="the first evaluation seed (default: %(default)s): seeds first..first+N-1, below the calibration seeds")
     p.add_argument("--cal-seeds", type=int, default=32, help="calibration seeds, from 1000 (default: %(default)s)")
     p.add_argument("--chain", action="store_true",
                    help="calibrate every budget from the least --nfe up, each seeded with the one before")
     p.set_defaults(fn=cmd_calibrated)
+
+
+def evaluation_seeds(first, count, cal_seeds):
+    """range(first, first + count), a ValueError naming --seed0 / --seeds unless it is a non-empty range of
+    non-negative seeds below the calibration seeds' 1000."""
+    if count < 1 or first < 0 or first + count > 1000:
+        raise ValueError(f"--seed0 and --seeds must give evaluation seeds in [0, 1000) below the calibration "
+                         f"seeds 1000..{999 + cal_seeds}, got {first}..{first + count - 1}")
+    return range(first, first + count)
 
 
 def cmd_calibrated(args):
@@ -135,10 +146,11 @@ def cmd_calibrated(args):
     out.mkdir(parents=True, exist_ok=True)
     comfy = os.environ.get("COMFYUI_PATH")
     t0 = time.perf_counter()
+    seeds = evaluation_seeds(args.seed0, args.seeds, args.cal_seeds)
     rows = []
     for name in args.problems:
         for space in args.spaces:
-            rows += evaluate(problems.make(name), space, args.nfe, range(args.seeds),
+            rows += evaluate(problems.make(name), space, args.nfe, seeds,
                              range(1000, 1000 + args.cal_seeds), comfy, args.chain)
             print(markdown(rows[-len(args.nfe):]).split("\n\n")[0], flush=True)
     table = markdown(rows)
@@ -147,10 +159,10 @@ def cmd_calibrated(args):
         table += "\n\nOn the held-out problems alone (" + ", ".join(HELD_OUT) + "):\n\n" + markdown(held).split("\n\n")[1]
     seconds = time.perf_counter() - t0
     (out / "calibrated.md").write_text(f"{table}\n\nBaselines {'with' if comfy else 'without'} ComfyUI's samplers; "
-                                       f"{args.seeds} evaluation seeds, {args.cal_seeds} calibration seeds"
+                                       f"{args.seeds} evaluation seeds from {args.seed0}, {args.cal_seeds} calibration seeds"
                                        f"{'; every budget from the least up, each seeded with the one before' if args.chain else ''}"
                                        f"; {seconds:.0f} s.\n")
-    (out / "calibrated.json").write_text(json.dumps({"command": "calibrated", "seeds": args.seeds,
+    (out / "calibrated.json").write_text(json.dumps({"command": "calibrated", "seeds": args.seeds, "seed0": args.seed0,
                                                      "cal_seeds": args.cal_seeds, "chain": args.chain, "comfyui": bool(comfy), "rows": rows},
                                                     indent=1))
     print(table)
