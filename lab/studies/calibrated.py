@@ -21,6 +21,8 @@ HELD_OUT = ("gaussian96", "mixture32", "memorise16", "gaussian48", "mixture20", 
 mixture, mixture_cond and field): a 96-D Gaussian with eigenvalues 1e-3..30, a 6-component 32-D mixture, a
 near-memorising 40-point 16-D mixture (component variances 1e-4..4e-4), and three added later (lab/problems.py);
 the trained network runs in the bench."""
+CAL_SEED0 = 1000
+"""The first calibration seed; evaluation seeds lie below it."""
 
 
 def best_baselines(problem, space, nfes, seeds, comfy_path=None):
@@ -123,8 +125,8 @@ def add_parser(sub):
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
     p.add_argument("--seeds", type=int, default=16, help="evaluation seeds: N of them (default: %(default)s)")
     p.add_argument("--seed0", type=int, default=0,
-                   help="the first evaluation seed (default: %(default)s): seeds first..first+N-1, below the calibration seeds")
-    p.add_argument("--cal-seeds", type=int, default=32, help="calibration seeds, from 1000 (default: %(default)s)")
+                   help="the first evaluation seed (default: %(default)s): seeds seed0..seed0+N-1, below the calibration seeds")
+    p.add_argument("--cal-seeds", type=int, default=32, help=f"calibration seeds, from {CAL_SEED0} (default: %(default)s)")
     p.add_argument("--chain", action="store_true",
                    help="calibrate every budget from the least --nfe up, each seeded with the one before")
     p.set_defaults(fn=cmd_calibrated)
@@ -132,10 +134,10 @@ def add_parser(sub):
 
 def evaluation_seeds(first, count, cal_seeds):
     """range(first, first + count), a ValueError naming --seed0 / --seeds unless it is a non-empty range of
-    non-negative seeds below the calibration seeds' 1000."""
-    if count < 1 or first < 0 or first + count > 1000:
-        raise ValueError(f"--seed0 and --seeds must give evaluation seeds in [0, 1000) below the calibration "
-                         f"seeds 1000..{999 + cal_seeds}, got {first}..{first + count - 1}")
+    non-negative seeds below the calibration seeds (CAL_SEED0)."""
+    if count < 1 or first < 0 or first + count > CAL_SEED0:
+        raise ValueError(f"--seed0 and --seeds must give evaluation seeds in [0, {CAL_SEED0}) below the calibration "
+                         f"seeds {CAL_SEED0}..{CAL_SEED0 + cal_seeds - 1}, got {first}..{first + count - 1}")
     return range(first, first + count)
 
 
@@ -151,7 +153,7 @@ def cmd_calibrated(args):
     for name in args.problems:
         for space in args.spaces:
             rows += evaluate(problems.make(name), space, args.nfe, seeds,
-                             range(1000, 1000 + args.cal_seeds), comfy, args.chain)
+                             range(CAL_SEED0, CAL_SEED0 + args.cal_seeds), comfy, args.chain)
             print(markdown(rows[-len(args.nfe):]).split("\n\n")[0], flush=True)
     table = markdown(rows)
     held = [r for r in rows if r["problem"] in HELD_OUT]
