@@ -130,11 +130,12 @@ def calibrated_pipeline():
 
 def calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibrate):
     """Per budget, (nfe, outcome): the ValueError with which `calibrate` (Pipeline.calibrate) refused the model (its
-    reference does not converge, say), or (solver, counted calls, per-sample errors [B], seconds) of the solver,
-    calibrated on the start states of `cal_seeds`, run from x_T (float32, like a host) against `exact`."""
+    reference does not converge, say), or (solver, counted calls, per-sample errors [B], seconds, per-sample
+    "ends in another component than exact" [B] or None: `another_mode`) of the solver, calibrated on the start
+    states of `cal_seeds`, run from x_T (float32, like a host) against `exact`."""
     sigma_min, sigma_max = schedule_range(problem, space)
     x_cal, cal_labels = problem.draw(list(cal_seeds), space, sigma_max)
-    model = problem.model(space, labels)
+    model, flip = problem.model(space, labels), another_mode(problem, exact)
     for nfe in nfes:
         try:
             cal = calibrate(problem.model(space, cal_labels), x_cal.float(), sigma_min, sigma_max, nfe, space)
@@ -142,39 +143,55 @@ def calibrated_cells(problem, space, nfes, x_T, labels, exact, cal_seeds, calibr
             yield nfe, e
             continue
         yield (nfe, (cal,) + _one(lambda m, x, s, space: cal.sample(m, x, disable=True), model, x_T.float(),
-                                  torch.as_tensor(cal.sigmas), space, exact))
+                                  torch.as_tensor(cal.sigmas), space, exact, flip))
 
 
-def _one(fn, model, x, sigmas, space, exact, **kw):
+def another_mode(problem, exact):
+    """For a problem with components (`component`: the mixtures), end [B, ...] -> bool [B], True where a sample
+    ends in another component than its exact solution (a start near a basin boundary sent across it: an error
+    of the size of the distance between modes); None for the others."""
+    if not hasattr(problem, "component"):
+        return None
+    target = problem.component(exact)
+    return lambda end: problem.component(end) != target
+
+
+def share(flipped):
+    """The share of True in a bool [B], or None."""
+    return None if flipped is None else float(flipped.double().mean())
+
+
+def _one(fn, model, x, sigmas, space, exact, flip=None, **kw):
     counted = CountingModel(model)
     t0 = time.perf_counter()
     with torch.no_grad():
         out = fn(counted, x, sigmas, space=space, **kw)
-    return counted.calls, rms_error(out, exact), time.perf_counter() - t0
+    return counted.calls, rms_error(out, exact), time.perf_counter() - t0, None if flip is None else flip(out)
 
 
-def _fixed(pipe, model, x, space, exact, levels, nfe):
-    """(steps, calls, errors, seconds) of the most steps of `pipe` whose counted calls fit `nfe`."""
+def _fixed(pipe, model, x, space, exact, levels, nfe, flip=None):
+    """(steps, calls, errors, seconds, flipped) of the most steps of `pipe` whose counted calls fit `nfe`."""
     steps = max(1, nfe // pipe.calls_per_step)
-    calls, err, sec = _one(pipe.run, model, x, levels(steps), space, exact)
-    if calls < nfe:
-        more = _one(pipe.run, model, x, levels(steps + 1), space, exact)
+    first = _one(pipe.run, model, x, levels(steps), space, exact, flip)
+    if first[0] < nfe:
+        more = _one(pipe.run, model, x, levels(steps + 1), space, exact, flip)
         if more[0] <= nfe:
             return (steps + 1,) + more
-    return steps, calls, err, sec
+    return (steps,) + first
 
 
-def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_seeds=None, refused=None):
+def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_seeds=None, refused=None, exact=None):
     """Records of every pipeline (`pipelines(comfy_path)` and `extra`) at every (schedule, NFE budget), float32
     like a host, on the start states of `seeds`; calibrated pipelines calibrate on `cal_seeds` (default
     0 .. len(seeds) - 1), which must be disjoint from `seeds`. A calibration's ValueError (its reference solve
-    does not converge, say) is raised, or with a list `refused` appended to it as a line and the cell left empty."""
+    does not converge, say) is raised, or with a list `refused` appended to it as a line and the cell left empty.
+    exact: the exact solutions from those start states, when the caller has them (else solved here)."""
     seeds = list(seeds)
     cal_seeds = list(range(len(seeds))) if cal_seeds is None else list(cal_seeds)
     sigma_min, sigma_max = schedule_range(problem, space)
     x_T, labels = problem.draw(seeds, space, sigma_max)
-    exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
-    model, x = problem.model(space, labels), x_T.float()
+    exact = problem.exact(x_T, sigma_max, 0.0, space, labels) if exact is None else exact
+    model, x, flip = problem.model(space, labels), x_T.float(), another_mode(problem, exact)
     records = []
     for pipe in pipelines(comfy_path) + list(extra):
         if pipe.calibrate is not None:
@@ -187,10 +204,10 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
                     refused.append(f"{pipe.label} on {problem.name} ({space}, {nfe} calls) refused: {out}")
                     print(refused[-1], file=sys.stderr)
                     continue
-                cal, calls, err, sec = out
+                cal, calls, err, sec, flipped = out
                 e, ci = mean_ci(err)
                 records.append(Record(problem.name, space, pipe.label, CALIBRATED, nfe, len(cal.sigmas) - 1, calls, e, ci, sec,
-                                      float(err.median())))
+                                      float(err.median()), share(flipped)))
             continue
         for sched in schedules:
             def levels(n):
@@ -198,18 +215,19 @@ def race(problem, space, schedules, nfes, seeds, comfy_path=None, extra=(), cal_
                 return (torch.cat([s[:-2], s[-1:]]) if pipe.discard_penultimate else s).float()
             if pipe.ladder:
                 ends = torch.tensor([sigma_max, sigma_min, 0.0])
-                runs = [_one(pipe.run, model, x, ends, space, exact, rtol=tol) for tol in pipe.ladder]
+                runs = [_one(pipe.run, model, x, ends, space, exact, flip, rtol=tol) for tol in pipe.ladder]
             for nfe in nfes:
                 if pipe.ladder:
                     fit = [r for r in runs if r[0] <= nfe]
                     if not fit:
                         continue
-                    calls, err, sec = min(fit, key=lambda r: float(r[1].mean()))
+                    calls, err, sec, flipped = min(fit, key=lambda r: float(r[1].mean()))
                     steps = calls
                 else:
-                    steps, calls, err, sec = _fixed(pipe, model, x, space, exact, levels, nfe)
+                    steps, calls, err, sec, flipped = _fixed(pipe, model, x, space, exact, levels, nfe, flip)
                 e, ci = mean_ci(err)
-                records.append(Record(problem.name, space, pipe.label, sched, nfe, steps, calls, e, ci, sec, float(err.median())))
+                records.append(Record(problem.name, space, pipe.label, sched, nfe, steps, calls, e, ci, sec, float(err.median()),
+                                      share(flipped)))
     if hasattr(problem, "modes"):
         for sched in schedules:
             for nfe in nfes:

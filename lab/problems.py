@@ -210,6 +210,11 @@ class Mixture(Problem):
         w, _ = self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
         return torch.zeros(len(x0), self.n_classes, dtype=F64).index_add_(1, self.owner, w)
 
+    def component(self, x0):
+        """The component [B] most responsible for each clean sample x0 [B, dim] (the mode it lies in)."""
+        w, _ = self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
+        return w.argmax(1)
+
     def sample_data(self, generator, label=None):
         logits = self.logpi if label is None else self.logpi.masked_fill(self.owner != label, -math.inf)
         k = int(torch.multinomial(logits.softmax(0), 1, generator=generator))

@@ -57,6 +57,8 @@ class Record:
     seconds: float
     median: Optional[float] = None
     """The median over the seeds of the per-sample error (`error` is their mean); None where not recorded."""
+    flips: Optional[float] = None
+    """The share of seeds that end in another component than their exact solution (problems with `component`)."""
 
 
 def schedule_range(problem: Problem, space):

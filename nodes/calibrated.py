@@ -83,7 +83,11 @@ class CalibratedSampler(io.ComfyNode):
                                    tooltip="The cfg the solver will be used with (use the same in the guider)."),
                     io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=False,
                                  tooltip="Seed of the calibration noise (not of the image)."),
-                    io.Int.Input("seeds", default=2, min=1, max=16, tooltip="Latents in the calibration batch."),
+                    io.Int.Input("seeds", default=2, min=1, max=16,
+                                 tooltip="Latents in the calibration batch (each model call takes them all: more cost "
+                                         "memory and time per call, not calls). More of them fit the model rather than "
+                                         "the batch, and show the fit the starts that a coarse step sends to another "
+                                         "mode (README, Calibrated solver)."),
                     io.Combo.Input("mode", options=["reuse", "recalibrate"], default="reuse",
                                    tooltip="reuse: load the cached solver when there is one; recalibrate: compute and overwrite."),
                     io.String.Input("cache_dir", default="", optional=True,

@@ -129,10 +129,8 @@ def ridge_fit(gram, rhs, sq):
     best = None
     for rel in RIDGE:
         lam = scale * rel
-        err = 0.0
-        for k in range(b):
-            z = np.linalg.solve(total_g - gram[k] + lam * (b - 1) / b * eye, total_r - rhs[k])
-            err += float(z @ gram[k] @ z - 2 * z @ rhs[k] + sq[k])
+        z = np.linalg.solve(total_g - gram + lam * (b - 1) / b * eye, (total_r - rhs)[..., None])[..., 0]
+        err = float((np.einsum("bq,bqr,br->b", z, gram, z) - 2 * np.einsum("bq,bq->b", z, rhs) + sq).sum())
         if best is None or err < best[0]:
             best = (err, lam)
     lam = best[1]

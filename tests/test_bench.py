@@ -69,6 +69,20 @@ def test_a_refused_calibration_leaves_its_cells_empty_and_says_why(K):
         bench.race(p, "ve", ["karras"], [4], [1000], extra=[bench.Pipeline("cal", calibrate=calibrate)])
 
 
+def test_a_sample_that_ends_in_another_component_than_its_exact_solution_is_counted():
+    p = problems.make("mixture")
+    x_T, labels = p.draw(range(4), "ve")
+    exact = p.exact(x_T, 80.0, 0.0, "ve", labels, steps=400)
+    flip, k = bench.another_mode(p, exact), p.component(exact)
+    moved = exact.clone()
+    moved[1] = p.mu[(k[1] + 1) % len(p.mu)]
+    assert flip(exact + 1e-3).tolist() == [False] * 4 and flip(moved).tolist() == [False, True, False, False]
+    assert bench.share(flip(moved)) == 0.25 and bench.another_mode(problems.make("gaussian"), exact) is None
+    records = bench.race(p, "ve", ["karras"], [6], [1000, 1001])
+    assert records and all(0 <= r.flips <= 1 for r in records)
+    assert all(r.flips is None for r in bench.race(problems.Gaussian(shape=(4,)), "ve", ["karras"], [6], [1000]))
+
+
 def test_default_target_line():
     def rec(sampler, problem, error):
         return bench.Record(problem, "ve", sampler, "karras", 5, 5, 5, error, 0.0, 0.0)

@@ -319,6 +319,16 @@ def test_study_on_held_out_seeds():
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
 
 
+def test_the_study_counts_the_seeds_that_end_in_another_mode():
+    from samplerlab.lab.studies import calibrated as study
+
+    rows = study.evaluate(problems.make("mixture"), "ve", [5], range(4), range(100, 104))
+    assert 0 <= rows[0]["flips"] <= 1 and 0 <= rows[0]["baseline_flips"] <= 1
+    assert f"| {100 * rows[0]['flips']:.1f} %, {100 * rows[0]['baseline_flips']:.1f} % |" in study.markdown(rows)
+    gauss = study.evaluate(PROBLEM, "ve", [4], range(2), range(100, 102))
+    assert gauss[0]["flips"] is None and "| - |" in study.markdown(gauss)
+
+
 def test_the_study_evaluates_on_any_seeds_below_the_calibration_seeds():
     from samplerlab.lab.studies import calibrated as study
 

@@ -23,15 +23,26 @@ near-memorising 40-point 16-D mixture (component variances 1e-4..4e-4), and thre
 the trained network runs in the bench."""
 CAL_SEED0 = 1000
 """The first calibration seed; evaluation seeds lie below it."""
+EVALUATION_SEEDS = 512
+"""On the mixtures a few starts in a hundred end in another mode than their exact solution (an error of the
+distance between modes: 1-3 in RMS), for the calibrated solver and the best baseline alike, and their share sets
+the mean error: 16 seeds (the tables before, docs/calibrated/seeds_0, seeds_16, seeds_32) hold none or one, and
+memorise16 VE 10 scored 0.18, 30.9 and 0.21 on three sets of 16."""
+CALIBRATION_SEEDS = 32
+"""Calibration starts (one batch: a model call is one call whatever its batch). 256 of them lowered the error to
+0.76 of 32's on 512 evaluation seeds of gaussian, mixture and mixture_cond (docs/calibrated/cal_seeds_256), but
+made the reference check refuse memorise16 in flow (its |x_100 - x_50| 0.088 of |x| over those 256 starts): one
+start whose 50-call check ends at another training point than the 100-call reference (1.5 apart in RMS) is
+enough, since the check judges the RMS over the batch, not each start."""
 
 
-def best_baselines(problem, space, nfes, seeds, comfy_path=None):
-    """{K: (label, error, 95% half-width, median over the seeds)}: the least-error (mean) bench contender x schedule
-    at each budget."""
+def best_baselines(problem, space, nfes, seeds, comfy_path=None, exact=None):
+    """{K: (label, error, 95% half-width, median over the seeds, share of seeds in another mode or None)}: the
+    least-error (mean) bench contender x schedule at each budget."""
     top = {}
-    for r in bench.race(problem, space, ["karras", "exponential"], nfes, seeds, comfy_path):
+    for r in bench.race(problem, space, ["karras", "exponential"], nfes, seeds, comfy_path, exact=exact):
         if r.sampler != bench.BOUND and (r.budget not in top or r.error < top[r.budget][1]):
-            top[r.budget] = (f"{r.sampler} / {r.schedule}", r.error, r.error_ci, r.median)
+            top[r.budget] = (f"{r.sampler} / {r.schedule}", r.error, r.error_ci, r.median, r.flips)
     return top
 
 
@@ -64,18 +75,19 @@ def evaluate(problem, space, nfes, seeds, cal_seeds, comfy_path=None, chain=Fals
     sigma_min, sigma_max = schedule_range(problem, space)
     x_T, labels = problem.draw(list(seeds), space, sigma_max)
     exact = problem.exact(x_T, sigma_max, 0.0, space, labels)
-    base = best_baselines(problem, space, nfes, seeds, comfy_path)
+    base = best_baselines(problem, space, nfes, seeds, comfy_path, exact)
     rows = []
     calibrate = chained(nfes) if chain else calibrate_solver
     for nfe, out in bench.calibrated_cells(problem, space, sorted(nfes), x_T, labels, exact, cal_seeds, calibrate):
         if isinstance(out, ValueError):
             rows.append(dict(problem=problem.name, space=space, nfe=nfe, refused=str(out)))
             continue
-        cal, _, per_seed, _ = out
+        cal, _, per_seed, _, flipped = out
         err, ci = mean_ci(per_seed)
-        label, b, b_ci, b_median = base[nfe]
+        label, b, b_ci, b_median, b_flips = base[nfe]
         rows.append(dict(problem=problem.name, space=space, nfe=nfe, calibrated=err, ci=ci, baseline=label,
-                         baseline_error=b, baseline_ci=b_ci, baseline_median=b_median, ratio=err / b, calls=cal.model_calls, seconds=cal.seconds,
+                         baseline_error=b, baseline_ci=b_ci, baseline_median=b_median, ratio=err / b,
+                         flips=bench.share(flipped), baseline_flips=b_flips, calls=cal.model_calls, seconds=cal.seconds,
                          reference_error=cal.reference_error, fit_error=cal.fit_error, schedule=cal.schedule,
                          sigmas=cal.sigmas, median=float(per_seed.median()), worst=float(per_seed.max()),
                          **({"chain_calls": cal.meta["chain_calls"]} if chain else {})))
@@ -94,14 +106,22 @@ def monotone(rows):
     return out
 
 
+def _shares(r):
+    """'calibrated %, baseline %' of the seeds that end in another mode than their exact solution, or '-'."""
+    if r.get("flips") is None or r.get("baseline_flips") is None:
+        return "-"
+    return f"{100 * r['flips']:.1f} %, {100 * r['baseline_flips']:.1f} %"
+
+
 def markdown(rows, target=0.5):
     lines = ["| problem | space | calls | calibrated (95% CI) | median, worst seed | best baseline | its error | its median "
-             "| ratio | target | monotone | calibration calls |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| in another mode (calibrated, baseline) | ratio | target | monotone | calibration calls |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     done, mono = [r for r in rows if "refused" not in r], monotone(rows)
     for r, ok in zip(done, mono):
         lines.append(f"| {r['problem']} | {r['space']} | {r['nfe']} | {r['calibrated']:.2e} ± {r['ci']:.1e} "
                      f"| {r['median']:.1e}, {r['worst']:.1e} "
-                     f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['baseline_median']:.1e} | {r['ratio']:.2f} "
+                     f"| {r['baseline']} | {r['baseline_error']:.2e} | {r['baseline_median']:.1e} | {_shares(r)} | {r['ratio']:.2f} "
                      f"| {'yes' if r['ratio'] <= target else 'no'} | {'yes' if ok else 'no'} | {r['calls']}"
                      + (f" (chain {r['chain_calls']})" if "chain_calls" in r else "") + " |")
     ratios = [r["ratio"] for r in done]
@@ -123,10 +143,13 @@ def add_parser(sub):
                    choices=sorted(problems.PROBLEMS))
     p.add_argument("--spaces", nargs="+", default=["ve", "flow"], choices=["ve", "flow"])
     p.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8, 10])
-    p.add_argument("--seeds", type=int, default=16, help="evaluation seeds: N of them (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=EVALUATION_SEEDS,
+                   help="evaluation seeds: N of them (default: %(default)s; on the mixtures a few in a hundred end in "
+                        "another mode than their exact solution, and 16 seeds see none or one: EVALUATION_SEEDS)")
     p.add_argument("--seed0", type=int, default=0,
                    help="the first evaluation seed (default: %(default)s): seeds seed0..seed0+N-1, below the calibration seeds")
-    p.add_argument("--cal-seeds", type=int, default=32, help=f"calibration seeds, from {CAL_SEED0} (default: %(default)s)")
+    p.add_argument("--cal-seeds", type=int, default=CALIBRATION_SEEDS,
+                   help=f"calibration seeds, from {CAL_SEED0} (default: %(default)s: CALIBRATION_SEEDS)")
     p.add_argument("--chain", action="store_true",
                    help="calibrate every budget from the least --nfe up, each seeded with the one before")
     p.set_defaults(fn=cmd_calibrated)
