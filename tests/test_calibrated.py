@@ -319,6 +319,19 @@ def test_study_on_held_out_seeds():
     assert "Target (ratio <= 0.5) met in 1 of 1 cells" in study.markdown(rows)
 
 
+def test_the_reference_check_is_not_set_by_one_start_that_crossed_a_basin_boundary():
+    from samplerlab.samplers.calibrated import check_difference
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(256, 16, generator=g, dtype=torch.float64)
+    check = ref + 1e-4 * torch.randn(256, 16, generator=g, dtype=torch.float64)
+    crossed = check.clone()
+    crossed[7] += 1.5
+    assert float((crossed - ref).pow(2).mean().sqrt()) > REFERENCE_TOLERANCE
+    assert check_difference(crossed, ref, 1.0) < 1.1 * check_difference(check, ref, 1.0) < 2e-4
+    assert check_difference(ref + 0.05, ref, 1.0) > REFERENCE_TOLERANCE
+
+
 def test_the_study_counts_the_seeds_that_end_in_another_mode():
     from samplerlab.lab.studies import calibrated as study
 
