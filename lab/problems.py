@@ -205,15 +205,17 @@ class Mixture(Problem):
         w, m = self.posterior(x, alpha, sigma, labels)
         return torch.einsum("bk,bkd->bd", w, m)
 
+    def clean_posterior(self, x0):
+        """Component responsibilities [B, K] of clean samples x0 [B, dim] (alpha = 1, sigma = 0)."""
+        return self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))[0]
+
     def class_posterior(self, x0):
         """p(class | x0) for clean samples x0 [B, dim]: [B, classes]."""
-        w, _ = self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
-        return torch.zeros(len(x0), self.n_classes, dtype=F64).index_add_(1, self.owner, w)
+        return torch.zeros(len(x0), self.n_classes, dtype=F64).index_add_(1, self.owner, self.clean_posterior(x0))
 
     def component(self, x0):
         """The component [B] most responsible for each clean sample x0 [B, dim] (the mode it lies in)."""
-        w, _ = self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
-        return w.argmax(1)
+        return self.clean_posterior(x0).argmax(1)
 
     def sample_data(self, generator, label=None):
         logits = self.logpi if label is None else self.logpi.masked_fill(self.owner != label, -math.inf)
