@@ -418,13 +418,13 @@ def check_start(start, nfe):
 
 
 def check_difference(a, b, scale):
-    """|a - b| / scale, RMS over the starts (flat [B, N] each), each start's difference capped at ROBUST times their
-    median (`robust_weights`' threshold): a start near a basin boundary, whose coarser solve ends in another mode
+    """|a - b| / scale, RMS over the starts (flat [B, N] each), each start's difference d_b capped at ROBUST times their
+    median (d_b times its `robust_weights` weight): a start near a basin boundary, whose coarser solve ends in another mode
     (on memorise16 in flow, 256 calibration starts: the plain RMS 0.088, capped 9.7e-05), says where
     the boundary lies, not that the solve does not converge; a model that does not converge moves every start
     (the ELS machine)."""
-    d = (a - b).pow(2).mean(1).sqrt() / scale
-    return float(d.clamp(max=ROBUST * float(d.median())).pow(2).mean().sqrt())
+    d = ((a - b).pow(2).mean(1).sqrt() / scale).double().numpy()
+    return float(np.sqrt(np.mean((d * robust_weights(d)) ** 2)))
 
 
 def solve_reference(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls, progress):
