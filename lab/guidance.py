@@ -32,14 +32,14 @@ class ClassMixture(Mixture):
     def class_prior(self):
         return torch.zeros(self.n_classes, dtype=F64).index_add_(0, self.owner, self.logpi.exp())
 
-    def posterior(self, x, alpha, sigma, labels=None):
-        w, m = super().posterior(x, alpha, sigma, labels if self.leak == 0 else None)
+    def responsibilities(self, x, alpha, sigma, labels=None):
+        w = super().responsibilities(x, alpha, sigma, labels if self.leak == 0 else None)
         if labels is None or self.leak == 0:
-            return w, m
+            return w
         own = (self.owner[None, :] == labels.reshape(-1, 1)).to(F64)
         tilt = self.leak + (1 - self.leak) * own / self.class_prior()[labels.reshape(-1)][:, None]
         w = w * tilt
-        return w / w.sum(-1, keepdim=True), m
+        return w / w.sum(-1, keepdim=True)
 
     def covariance(self, label=None):
         """The exact covariance of p(x) (or of p(x | label)) [dim, dim]."""
