@@ -254,8 +254,8 @@ class PointSet(Problem):
         D(x; sigma) = sum_i w_i y_i,   w_i ∝ pi_i (|x - y_i|^2 + D sigma^2)^(-(N+D)/2)   (VE view),
     and D = inf its limit, the Gaussian softmax w_i ∝ pi_i exp(-|x - y_i|^2 / (2 sigma^2)) (the empirical
     denoiser, lab/els.py). A flow state x = alpha x_ve has |x_ve - y|^2 + D s_ve^2 = (|x - alpha y|^2 + D sigma^2)
-    / alpha^2, and the factor alpha^-2 cancels in w, so alpha = 0 gives w = pi. Log-weights in float64 with the
-    squared distance formed directly (no |x|^2 - 2<x, y> + |y|^2 cancellation), normalised by a log-sum-exp.
+    / alpha^2, and the factor alpha^-2 cancels in w, so alpha = 0 gives w = pi. Log-weights in float64, the
+    squared distance as matrix products |x|^2 - 2 alpha <x, y> + alpha^2 |y|^2 (clamped at 0), normalised by a log-sum-exp.
     Its data are the points with probabilities pi; its probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma
     carries the Student-t marginal at every sigma (PFGM++ Theorem 1), so the prior is x = y + kappa sigma n,
     kappa = sqrt(D / chi2_D) (samplers/poisson.py)."""
