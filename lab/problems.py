@@ -368,6 +368,11 @@ PROBLEMS = {
     "mixture20": lambda: named(Mixture(dim=20, components=10, classes=5, spread=1.2, lam_range=(0.005, 0.2), seed=20), "mixture20"),
     "memorise24": lambda: named(Mixture(dim=24, components=64, classes=64, spread=1.0, lam_range=(5e-5, 5e-4), seed=24),
                                 "memorise24"),
+    # fresh: defined before the 512-seed bench's choice of the training-free default was made, run only after it
+    "gaussian64": lambda: named(Gaussian(shape=(64,), lam_min=1e-4, lam_max=20.0, seed=64), "gaussian64"),
+    "mixture12": lambda: named(Mixture(dim=12, components=12, classes=3, spread=1.3, lam_range=(0.01, 0.3), seed=12), "mixture12"),
+    "memorise32": lambda: named(Mixture(dim=32, components=48, classes=48, spread=1.0, lam_range=(1e-4, 1e-3), seed=33),
+                                "memorise32"),
     "digits": lambda: _digits(),
     "els": lambda: _els(),
 }
