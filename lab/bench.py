@@ -552,7 +552,7 @@ def merged(records, paths, seeds):
 
 
 QUICK = {"problems": [p for p in DEVELOPMENT + HELD_OUT if p not in problems.TRAINED], "spaces": ["ve", "flow"],
-         "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 8}
+         "schedules": ["karras", "exponential"], "nfe": [4, 5, 6, 8, 10], "seeds": 512}
 """The README grid; the trained network and the ELS machine (problems.TRAINED) run on their own (`--problems
 digits`, `--problems els`): their reference solves and calls cost minutes, not seconds."""
 
