@@ -91,3 +91,17 @@ def test_demo_writes_report(tmp_path):
           "--nfe", "4", "8", "--seeds", "2", "--quiet"])
     for f in ("report.md", "report.json", "error_vs_nfe.png", "field_grid.png"):
         assert (tmp_path / f).stat().st_size > 100
+
+
+@pytest.mark.parametrize("name", ["mixture_cond", "memorise16"])
+def test_a_mixture_batch_at_several_levels_denoises_each_sample_as_it_would_alone(name):
+    p = problems.make(name)
+    g = torch.Generator().manual_seed(3)
+    x = 2 * torch.randn(5, *p.shape, generator=g, dtype=F64)
+    alpha, sigma = torch.rand(5, generator=g, dtype=F64), torch.rand(5, generator=g, dtype=F64) + 1e-3
+    labels = torch.arange(5) % p.n_classes
+    batch = p.denoise(x, alpha, sigma, labels)
+    alone = torch.cat([p.denoise(x[i:i + 1], alpha[i:i + 1], sigma[i:i + 1], labels[i:i + 1]) for i in range(5)])
+    assert torch.allclose(batch, alone, rtol=1e-10, atol=1e-12)
+    w, m = p.posterior(x, alpha, sigma, labels)
+    assert torch.allclose(torch.einsum("bk,bkd->bd", w, m), batch, rtol=1e-10, atol=1e-12)
