@@ -102,7 +102,7 @@ def metrics(problem: ClassMixture, x0, labels):
     x0 = x0.to(F64)
     post = problem.class_posterior(x0)
     acc = float(post[torch.arange(len(x0)), labels].mean())
-    comp = problem.posterior(x0, torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))[0].argmax(1)
+    comp = problem.component(x0)
     ratios, covered, errors = [], [], []
     for c in range(problem.n_classes):
         mine = (labels == c) & (problem.owner[comp] == c)

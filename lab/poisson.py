@@ -46,9 +46,7 @@ def share_error(assign, weights):
 
 def mode_weight_error(problem: Mixture, x):
     """Total variation between the fraction of samples nearest each component and its weight pi_k."""
-    n = len(x)
-    w, _ = problem.posterior(x.to(F64), torch.ones(n, dtype=F64), torch.zeros(n, dtype=F64))
-    return share_error(w.argmax(1), problem.logpi.exp())
+    return share_error(problem.component(x), problem.logpi.exp())
 
 
 def metrics(problem, x, data):

@@ -189,7 +189,7 @@ class Mixture(Problem):
         if conditional:
             self.name = "mixture_cond"
 
-    def _levels(self, alpha, sigma):
+    def _level_terms(self, alpha, sigma):
         """alpha, sigma [B] as [B', 1, 1] and 1 / (alpha^2 lam + sigma^2) [B', K, dim]: B' = 1 when every sample
         is at the same level (a sampler's step), so that the sums over dim below are matrix products."""
         if bool((alpha == alpha[:1]).all()) and bool((sigma == sigma[:1]).all()):
@@ -198,15 +198,16 @@ class Mixture(Problem):
         return a, 1 / (a ** 2 * self.lam + s ** 2)
 
     @staticmethod
-    def _over_dim(u, w):
-        """sum_d u[b, d] w[b, k, d] -> [B, K], for w [1 or B, K, dim]."""
-        return u @ w[0].T if len(w) == 1 else torch.einsum("bd,bkd->bk", u, w)
+    def _at_levels(spec, u, w):
+        """torch.einsum(spec, u, w) for a per-level w [1 or B, K, dim] (spec in its per-sample form, w's subscripts
+        starting with b): a shared level drops w's b, so the sum is one matrix product."""
+        return torch.einsum(spec.replace(",b", ",", 1), u, w[0]) if len(w) == 1 else torch.einsum(spec, u, w)
 
     def responsibilities(self, x, alpha, sigma, labels=None):
         """w_k ∝ pi_k N(x; alpha mu_k, alpha^2 lam_k + sigma^2) [B, K] over the allowed components, with
         |x - alpha mu_k|^2_inv = x^2 . inv - 2 alpha x . (mu inv) + alpha^2 mu^2 . inv (float64)."""
-        a, inv = self._levels(alpha, sigma)
-        quad = (self._over_dim(x * x, inv) - 2 * a[:, :, 0] * self._over_dim(x, self.mu * inv)
+        a, inv = self._level_terms(alpha, sigma)
+        quad = (self._at_levels("bd,bkd->bk", x * x, inv) - 2 * a[:, :, 0] * self._at_levels("bd,bkd->bk", x, self.mu * inv)
                 + (a ** 2 * self.mu ** 2 * inv).sum(-1))
         logw = self.logpi + 0.5 * (inv.log().sum(-1) - quad)
         if labels is not None:
@@ -216,22 +217,20 @@ class Mixture(Problem):
 
     def posterior(self, x, alpha, sigma, labels=None):
         """Component responsibilities w [B, K] and per-component means m [B, K, dim]."""
-        a, inv = self._levels(alpha, sigma)
+        a, inv = self._level_terms(alpha, sigma)
         return self.responsibilities(x, alpha, sigma, labels), self.mu + a * self.lam * inv * (x[:, None, :] - a * self.mu)
 
     def denoise(self, x, alpha, sigma, labels=None):
         """sum_k w_k [mu_k + alpha lam_k inv_k (x - alpha mu_k)], contracted over k without forming [B, K, dim]."""
         w = self.responsibilities(x, alpha, sigma, labels)
-        a, inv = self._levels(alpha, sigma)
+        a, inv = self._level_terms(alpha, sigma)
         gain = self.lam * inv
-
-        def over_k(u):
-            return w @ u[0] if len(u) == 1 else torch.einsum("bk,bkd->bd", w, u)
-        return w @ self.mu + a[:, 0] * (x * over_k(gain) - a[:, 0] * over_k(gain * self.mu))
+        return w @ self.mu + a[:, 0] * (x * self._at_levels("bk,bkd->bd", w, gain)
+                                        - a[:, 0] * self._at_levels("bk,bkd->bd", w, gain * self.mu))
 
     def clean_posterior(self, x0):
         """Component responsibilities [B, K] of clean samples x0 [B, dim] (alpha = 1, sigma = 0)."""
-        return self.posterior(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))[0]
+        return self.responsibilities(x0.to(F64), torch.ones(len(x0), dtype=F64), torch.zeros(len(x0), dtype=F64))
 
     def class_posterior(self, x0):
         """p(class | x0) for clean samples x0 [B, dim]: [B, classes]."""
