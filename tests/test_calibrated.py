@@ -59,6 +59,31 @@ def test_trials_reuse_the_calls_of_the_levels_they_share_and_end_where_a_full_ru
     assert float((flat(end) - flat(ref)).pow(2).mean(1).sqrt().mean()) == pytest.approx(cal.fit_error, rel=1e-9)
 
 
+def test_starts_beyond_fit_starts_are_scored_not_fitted_nor_kept_at_every_level(monkeypatch):
+    """With more starts than FIT_STARTS, the coefficients are fitted on the first FIT_STARTS (their reference states
+    kept at every level), while every start's end state is solved and scores each candidate: the fit error is the
+    shipped solver's mean end error over all of them."""
+    from samplerlab.samplers import calibrated as cal_mod
+
+    monkeypatch.setattr(cal_mod, "FIT_STARTS", 3)
+    fit, sizes = cal_mod.fit_step, set()
+
+    def recording(space, s, i, xs, ds, target):
+        sizes.update({len(target), *(len(v) for v in xs + ds)})
+        return fit(space, s, i, xs, ds, target)
+
+    monkeypatch.setattr(cal_mod, "fit_step", recording)
+    lo, hi = schedule_range(PROBLEM, "ve")
+    x, _ = PROBLEM.draw(list(range(100, 106)), "ve", hi)
+    grid, states, end, _ = cal_mod.trajectory(PROBLEM.model(), x, lo, hi, resolve("ve"), None, 40, None)
+    assert states.shape == (41, 3, 24) and end.shape == (6, 24) and torch.equal(states[-1], end[:3])
+    cal = calibrate_solver(PROBLEM.model(), x, lo, hi, 4, "ve", reference_calls=40)
+    assert sizes == {3}
+    with torch.no_grad():
+        out = cal.sample(PROBLEM.model(), x, disable=True)
+    assert float((flat(out) - end).pow(2).mean(1).sqrt().mean()) == pytest.approx(cal.fit_error, rel=1e-9)
+
+
 def test_every_step_is_first_order_consistent(cal5):
     cal, _ = cal5
     space = resolve(cal.space)
