@@ -326,13 +326,14 @@ def reference_solve(model, x_T, sigma_min, sigma_max, space, extra_args, calls, 
 
 def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progress):
     """The reference (module docstring, step 1): host grid [M + 1] (`reference_grid`, M = calls), flat states
-    [M + 1, B, N] at its levels (the last the end state), and the surrogate `calibrate.Reference` (gains 0:
-    D held at its reference value per level) for the level search."""
+    [M + 1, F, N] of the first F = min(B, FIT_STARTS) starts at its levels (the last their end states), the end
+    states of all B starts [B, N], and the surrogate `calibrate.Reference` of the F (gains 0: D held at its
+    reference value per level) for the level search."""
     xs, ds = [], []
 
     def record(info):
-        xs.append(flat(info["x"])[:FIT_STARTS])
-        ds.append(flat(info["denoised"])[:FIT_STARTS])
+        xs.append(flat(info["x"][:FIT_STARTS]))
+        ds.append(flat(info["denoised"][:FIT_STARTS]))
         if progress is not None:
             progress(len(xs), calls)
 
@@ -440,8 +441,8 @@ def check_difference(a, b, scale):
 
 
 def solve_reference(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls, progress):
-    """Step 1 of the module docstring: (host grid, states, surrogate, error estimate) of the reference and its
-    check; a ValueError when it does not converge."""
+    """Step 1 of the module docstring: (host grid, states, end states, surrogate, error estimate) of the reference
+    and its check (`trajectory`'s first four); a ValueError when it does not converge."""
     grid, states, end, ref = trajectory(counted, x_T, sigma_min, sigma_max, space, extra_args, reference_calls,
                                         (lambda done, total: progress("reference", done, total)) if progress else None)
     scale = max(float(end.pow(2).mean().sqrt()), 1e-30)
@@ -517,7 +518,7 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
         seen = []
 
         def fit(i, xs, ds):
-            theta = fit_step(space, levels, i, [flat(v)[:FIT_STARTS] for v in xs], [flat(v)[:FIT_STARTS] for v in ds],
+            theta = fit_step(space, levels, i, [flat(v[:FIT_STARTS]) for v in xs], [flat(v[:FIT_STARTS]) for v in ds],
                              states[path[i + 1]])
             cal.coefficients.append([float(v) for v in theta])
             return theta
