@@ -453,7 +453,7 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5, default=None):
             for sched in (r.schedule, CALIBRATED):
                 key = (r.problem, r.space, sched, r.budget)
                 dpm[key] = min(dpm.get(key, math.inf), r.error)
-    scores = {}
+    scores, default_cells = {}, []
     for label in sorted({r.sampler for r in records if _side(r.sampler) != "bound"}):
         mine = [(r, _baseline(top, r.problem, r.space, r.schedule, r.budget)) for r in records
                 if r.sampler == label and r.budget in nfes]
@@ -461,6 +461,8 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5, default=None):
         if mine:
             ratios = [r.error / b.error for r, b in mine]
             scores[label] = (_gm(ratios), max(ratios), len(ratios))
+            if label == default:
+                default_cells = [(r.problem, x) for x, (r, _) in zip(ratios, mine)]
             dev = _gm([x for x, (r, _) in zip(ratios, mine) if group(r.problem) == "development"])
             held = _gm([x for x, (r, _) in zip(ratios, mine) if group(r.problem) == "held-out"])
             wins = sum(r.error < dpm.get((r.problem, r.space, r.schedule, r.budget), -1.0) for r, _ in mine)
@@ -471,7 +473,11 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5, default=None):
         g, worst, n = scores[default]
         ok = g <= 1.0 and worst <= 2.0
         lines += ["", f"Training-free default {default}: geometric mean {g:.2f} (target <= 1.0), worst {worst:.2f} "
-                  f"(target <= 2.0) over {n} cells: target {'met' if ok else 'not met'}."]
+                  f"(target <= 2.0) over {n} cells: target {'met' if ok else 'not met'}.", "",
+                  f"{default} per problem:", "", "| problem | group | geo. mean ratio | worst ratio | cells |", "|---|---|---|---|---|"]
+        for prob in sorted({p for p, _ in default_cells}, key=lambda p: (group(p), p)):
+            mine = [x for p, x in default_cells if p == prob]
+            lines.append(f"| {prob} | {group(prob)} | {_gm(mine):.2f} | {max(mine):.2f} | {len(mine)} |")
     others = against_the_others(records, nfes)
     if others:
         lines += ["", "Each baseline against the best of the other baselines in each cell (the same yardstick):", "",

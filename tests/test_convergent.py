@@ -107,6 +107,11 @@ def test_bench_summary_verdicts_and_ratio_plot(tmp_path):
     assert "met in 1 of 2 cells. In 1 of them" in text and "| exp_pc-2 | 1.25 | 0 of 1 |" in text
     assert "| exp_pc-2 | 0.52 | 0.80 | 0.52 | - | 1 of 2 | 2 of 2 |" in text
     assert bench.BOUND not in text.split("geo. mean ratio")[1]
+    mixed = records + [Record("mixture", "ve", "exp_pc-2", "karras", 5, 5, 5, 2.0, 0.0, 0.0),
+                       Record("mixture", "ve", "k:euler", "karras", 5, 5, 5, 1.0, 0.0, 0.0)]
+    per = bench.summary(mixed, default="exp_pc-2").split("exp_pc-2 per problem:")[1]
+    assert "| gaussian | development | 0.52 | 0.80 | 2 |" in per and "| mixture | development | 2.00 | 2.00 | 1 |" in per
+    assert "per problem" not in bench.summary(records)
     bench.plot(records, tmp_path / "r.png")
     assert 0 < (tmp_path / "r.png").stat().st_size < 200_000
 
