@@ -48,9 +48,10 @@ HELD_OUT = ("gaussian48", "mixture20", "memorise24", "digits", "els", "gaussian6
 when memorise16 had taken part in a choice (lab/problems.py), digits is the trained network (lab/trained.py), els
 the ELS machine (lab/els.py, added after every choice); gaussian64, mixture12 and memorise32 were defined before
 the 512-seed bench chose the default again and run after it; memorise20 and memorise28 were defined for a choice
-of the calibrated solver (its scoring starts) after every training-free choice. The bench reports both groups apart. A variant of adams'
-history velocity (samplers/adams.py) was run once on the first four after it had been chosen on the development
-problems, and not shipped because it lost on digits: the next choice needs fresh held-out problems (els is one)."""
+of the calibrated solver (its scoring starts) after every training-free choice. The bench reports both groups
+apart. A variant of adams' history velocity (samplers/adams.py) was run once on the first four after it had been
+chosen on the development problems, and not shipped because it lost on digits: the next choice needs fresh
+held-out problems (els is one)."""
 CALIBRATED = "calibrated"
 """The schedule column of a calibrated pipeline's records (it makes its own levels)."""
 EVAL_SEED0 = 1000
@@ -476,8 +477,8 @@ def summary(records, nfes=(5, 6, 8, 10), target=0.5, default=None):
                   f"(target <= 2.0) over {n} cells: target {'met' if ok else 'not met'}.", "",
                   f"{default} per problem:", "", "| problem | group | geo. mean ratio | worst ratio | cells |", "|---|---|---|---|---|"]
         for prob in sorted({p for p, _ in default_cells}, key=lambda p: (group(p), p)):
-            mine = [x for p, x in default_cells if p == prob]
-            lines.append(f"| {prob} | {group(prob)} | {_gm(mine):.2f} | {max(mine):.2f} | {len(mine)} |")
+            cells = [x for p, x in default_cells if p == prob]
+            lines.append(f"| {prob} | {group(prob)} | {_gm(cells):.2f} | {max(cells):.2f} | {len(cells)} |")
     others = against_the_others(records, nfes)
     if others:
         lines += ["", "Each baseline against the best of the other baselines in each cell (the same yardstick):", "",
