@@ -25,8 +25,7 @@ Calibration (`calibrate_solver`, at most BUDGET model calls in all, the seeds ba
 2. Candidate levels, snapped to the reference grid: the dynamic-programming schedule of
    `schedulers.calibrate.search` for exp_multistep on the surrogate with D held at its reference values
    (no Jacobian gain: the reference makes one call per level), then Karras and polyexponential levels with
-   their rho chosen by golden-section search (FAMILIES, FAMILY_TRIALS fits each), then Karras levels with that
-   rho from a first level s_1 chosen by golden-section search, after one step from sigma_max (JUMP).
+   their rho chosen by golden-section search (FAMILIES, FAMILY_TRIALS fits each).
 3. Fit, per candidate (nfe real calls): the solver runs on the calibration starts; at step i, with the real
    D_i in hand, theta = theta_base + N z (N an orthonormal basis of the null space of the two conditions,
    theta_base the exp_multistep step of order <= 3) minimises, in closed form,
@@ -91,13 +90,6 @@ RIDGE = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e3)
 FAMILIES = {"karras": (1.0, 20.0), "polyexponential": (0.5, 4.0)}
 """Level families and the range of their rho, searched by `golden` section in log rho."""
 FAMILY_TRIALS = 6
-JUMP = "karras"
-JUMP_RANGE = 1e-3
-"""After FAMILIES, the JUMP family with its best rho from a first level s_1 in (max(JUMP_RANGE sigma_max,
-sigma_min), sigma_max) (golden in log s_1, whose trials lie inside the interval): sigma_max, s_1, then its nfe - 1
-steps from s_1. The solvers found at 5-6 calls on the near-memorising mixtures in VE step from 80 to 2.6-4 at once;
-the families' first step at 8-10 calls is to 30-64, and two to four of their levels were spent above 9
-(docs/calibrated/scoring/dev_256)."""
 FORMAT = "samplerlab.calibrated_solver/1"
 REVISION = 3
 """The calibration procedure's revision, in the node's cache key, so that a solver cached by an earlier one is
@@ -356,12 +348,11 @@ def trajectory(model, x_T, sigma_min, sigma_max, space, extra_args, calls, progr
 
 def golden(f, lo, hi, trials):
     """Golden-section search for the least f(rho), rho in [lo, hi], in log rho, with `trials` >= 2 evaluations;
-    returns the rho of the least f evaluated (the caller keeps what f evaluated: calibrate_solver's fitted candidates)."""
+    returns nothing: the caller keeps what f evaluated (calibrate_solver's fitted candidates)."""
     g = (math.sqrt(5) - 1) / 2
     a, b = math.log(lo), math.log(hi)
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = f(math.exp(c)), f(math.exp(d))
-    best = min((fc, c), (fd, d))
     for _ in range(trials - 2):
         if fc <= fd:
             b, d, fd = d, c, fc
@@ -371,16 +362,6 @@ def golden(f, lo, hi, trials):
             a, c, fc = c, d, fd
             d = a + g * (b - a)
             fd = f(math.exp(d))
-        best = min(best, (fc, c), (fd, d))
-    return math.exp(best[1])
-
-
-def family_levels(name, nfe, sigma_min, sigma_max, space, rho, top=None):
-    """The nfe + 1 host levels of a family (FAMILIES) with its rho; with top < sigma_max (JUMP): sigma_max, then the
-    family's nfe - 1 steps from top down to sigma_min (and 0)."""
-    if top is None:
-        return SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, rho=rho).tolist()
-    return [sigma_max] + SCHEDULERS[name].fn(nfe - 1, sigma_min, top, space=space.name, rho=rho).tolist()
 
 
 def level_coordinate(grid, space):
@@ -554,15 +535,12 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
         tried[tuple(path)] = cal
         return cal
 
-    def family(name, rho=None):
-        """The fit error of a family's levels (`family_levels`) as a function of its rho; with rho given, of the
-        first level s_1 below sigma_max (JUMP)."""
-        def error(v):
-            r, top = (v, None) if rho is None else (rho, v)
-            path = snap(grid, family_levels(name, nfe, sigma_min, sigma_max, space, r, top))
+    def family(name):
+        def error(rho):
+            path = snap(grid, SCHEDULERS[name].fn(nfe, sigma_min, sigma_max, space=space.name, rho=rho).tolist())
             if path is None or not affordable(path):
                 return math.inf
-            return fitted(f"{name}(rho={r:.3g}" + (f", jump to {top:.3g})" if top else ")"), path).fit_error
+            return fitted(f"{name}(rho={rho:.3g})", path).fit_error
         return error
 
     coord = level_coordinate(grid, space)
@@ -573,8 +551,8 @@ def calibrate_solver(model, x_T, sigma_min, sigma_max, nfe, space="ve", extra_ar
         fitted("search", reference_tools.search(ref, "exp_multistep", nfe, space.name)[0])
     except (ValueError, KeyError):
         pass
-    rhos = {name: golden(family(name), lo, hi, FAMILY_TRIALS) for name, (lo, hi) in FAMILIES.items()}
-    golden(family(JUMP, rho=rhos[JUMP]), max(sigma_max * JUMP_RANGE, sigma_min), sigma_max, FAMILY_TRIALS)
+    for name, (lo, hi) in FAMILIES.items():
+        golden(family(name), lo, hi, FAMILY_TRIALS)
     best = min(tried.values(), key=lambda c: c.fit_error)
     best = refine(best, fitted, affordable, coord)
     if progress is not None:
